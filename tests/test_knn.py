@@ -11,9 +11,17 @@ from sklearn.metrics import average_precision_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from acft.probes import knn
-from acft.probes.knn import MARGIN, float32_cosine_error, knn_probe, nearest_neighbours, predict_single
+from acft.probes.knn import SCREENS, knn_probe, nearest_neighbours, predict_single, screen_error, unit_rows
 
 torch.set_num_threads(1)
+SEARCHES = ["exact", "float32", "bfloat16"]
+
+
+@pytest.fixture
+def small_groups(monkeypatch):
+    """Groups of 2 clips and a margin of 2 groups, so banks of a few dozen clips take the screened search."""
+    monkeypatch.setattr(knn, "GROUP", 2)
+    monkeypatch.setattr(knn, "GROUP_MARGIN", 2)
 
 
 def brute_force_neighbours(train, query, k):
@@ -54,18 +62,19 @@ def tie_heavy_data(seed=0):
     return train, labels, query
 
 
-@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("search", SEARCHES)
 @pytest.mark.parametrize("k", [1, 2, 5, 12, 37])
-def test_neighbours_and_votes_match_brute_force_loop_with_ties(exact, k):
+def test_neighbours_and_votes_match_brute_force_loop_with_ties(search, k, small_groups):
     train, labels, query = tie_heavy_data()
     reference = brute_force_neighbours(train, query, k)
-    found = nearest_neighbours(train, query, [k], chunk_size=7, exact=exact)
+    found = nearest_neighbours(train, query, [k], chunk_size=7, search=search)
+    assert found.stats["search"] == (search if 2 * k + knn.GROUP_MARGIN < 19 else "exact")  # 37 clips: 19 groups
     for row, expected in zip(found.index[k].numpy(), reference, strict=True):
         assert set(row.tolist()) == {j for j, _ in expected}
     np.testing.assert_allclose(
         np.sort(found.sim[k].numpy(), axis=1),
         np.sort([[s for _, s in r] for r in reference], axis=1),
-        atol=1e-4,
+        atol=1e-12,
     )
     majority, weighted = brute_force_votes(reference, labels, 4, 0.07)
     assert (predict_single(found, k, labels, 4, weighted=False, temperature=0.07) == majority).all()
@@ -73,7 +82,7 @@ def test_neighbours_and_votes_match_brute_force_loop_with_ties(exact, k):
 
 
 @pytest.mark.parametrize("k", [1, 2, 4, 5, 10, 25])
-def test_majority_vote_equals_sklearn_brute_cosine_in_float64(k):
+def test_majority_vote_equals_sklearn_brute_cosine_in_float64(k, small_groups):
     """Duplicated train clips (same label) give exact distance ties, even k gives vote ties (smallest label)."""
     rng = np.random.default_rng(k)
     base = rng.normal(size=(150, 16))
@@ -83,44 +92,69 @@ def test_majority_vote_equals_sklearn_brute_cosine_in_float64(k):
     query = rng.normal(size=(300, 16))
     reference = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(train, labels)
     expected = reference.predict(query)
-    for exact in (True, False):
-        found = nearest_neighbours(train, query, [k], chunk_size=64, exact=exact)
+    for search in SEARCHES:
+        found = nearest_neighbours(train, query, [k], chunk_size=64, search=search)
+        assert found.stats["search"] == search
         assert (predict_single(found, k, labels, 5, weighted=False, temperature=0.07) == expected).all()
 
 
-def test_fast_search_falls_back_when_candidates_tie_beyond_the_margin():
-    """More than MARGIN identical clips at the k-th place: the float32 candidates cannot settle the set."""
+@pytest.mark.parametrize("search", ["float32", "bfloat16"])
+def test_screen_searches_the_whole_row_when_ties_spill_past_the_searched_groups(search, small_groups):
+    """Copies of one clip fill more groups than are searched: the screen must look at the whole row."""
     rng = np.random.default_rng(0)
-    train = np.concatenate([rng.normal(size=(30, 8)), np.tile(rng.normal(size=(1, 8)), (MARGIN + 10, 1))])
+    train = np.concatenate([rng.normal(size=(30, 8)), np.tile(rng.normal(size=(1, 8)), (40, 1))])
     query = train[-1:] + 0.3 * rng.normal(size=(20, 8))
-    fast = nearest_neighbours(train, query, [1, 3, 5], chunk_size=16)
-    exact = nearest_neighbours(train, query, [1, 3, 5], chunk_size=16, exact=True)
-    assert (fast.error == 0).any()  # some queries took the exact fallback
+    fast = nearest_neighbours(train, query, [1, 3, 5], chunk_size=16, search=search)
+    exact = nearest_neighbours(train, query, [1, 3, 5], chunk_size=16, search="exact")
+    assert fast.stats["whole_rows"] > 0
     for k in (1, 3, 5):
-        assert (fast.index[k].sort(dim=1).values == exact.index[k].sort(dim=1).values).all()
+        assert torch.equal(fast.index[k], exact.index[k])
+        np.testing.assert_allclose(fast.sim[k], exact.sim[k], rtol=0, atol=1e-14)
 
 
-def test_fast_search_equals_exact_search_on_clustered_data():
+@pytest.mark.parametrize("search", ["float32", "bfloat16"])
+def test_screened_search_equals_exact_search_on_clustered_data(search):
+    """Default group sizes (a real screen: 6000 clips = 188 groups), 768 dims, anisotropic clusters."""
     rng = np.random.default_rng(1)
-    centres = rng.normal(size=(10, 32))
-    train = centres[rng.integers(0, 10, 700)] + 0.5 * rng.normal(size=(700, 32))
-    query = centres[rng.integers(0, 10, 200)] + 0.5 * rng.normal(size=(200, 32))
+    centres = rng.normal(size=(10, 768)) + 2.0 * rng.normal(size=768)  # a shared offset: all cosines > 0
+    train = (centres[rng.integers(0, 10, 6000)] + 3 * rng.normal(size=(6000, 768))).astype(np.float32)
+    query = (centres[rng.integers(0, 10, 300)] + 3 * rng.normal(size=(300, 768))).astype(np.float32)
     ks = [1, 5, 10, 20, 50]
-    fast = nearest_neighbours(train.astype(np.float32), query.astype(np.float32), ks, chunk_size=128)
-    exact = nearest_neighbours(train.astype(np.float32), query.astype(np.float32), ks, exact=True)
+    fast = nearest_neighbours(train, query, ks, chunk_size=512, search=search)
+    exact = nearest_neighbours(train, query, ks, search="exact")
+    assert fast.stats["search"] == search and fast.stats["rescored_pairs"] >= 300 * 50
     for k in ks:
-        assert (fast.index[k].sort(dim=1).values == exact.index[k].sort(dim=1).values).all()
-        assert (
-            (fast.sim[k].sort(dim=1).values - exact.sim[k].sort(dim=1).values).abs() <= fast.error[:, None]
-        ).all()
+        assert torch.equal(fast.index[k], exact.index[k])
+        np.testing.assert_allclose(fast.sim[k], exact.sim[k], rtol=0, atol=1e-14)
 
 
-def test_float32_error_bound_covers_observed_error():
+@pytest.mark.parametrize("screen", SCREENS)
+def test_screen_error_bound_covers_observed_error(screen):
+    dtype, output_roundoff = SCREENS[screen]
     rng = np.random.default_rng(2)
-    a = knn.unit_rows(rng.normal(size=(300, 768)))
-    b = knn.unit_rows(rng.normal(size=(200, 768)) + a[:200].numpy())
-    observed = ((b.float() @ a.float().T).double() - b @ a.T).abs().max().item()
-    assert 0 < observed <= float32_cosine_error(768)
+    a = unit_rows(rng.normal(size=(300, 768)))
+    b = unit_rows(rng.normal(size=(200, 768)) + a[:200].numpy())
+    a_low, b_low = a.to(dtype), b.to(dtype)
+    observed = ((b_low @ a_low.T).double() - b @ a.T).abs().max(dim=1).values
+    shift = lambda low, unit: (low.double() - unit).norm(dim=1)  # noqa: E731
+    bound = screen_error(shift(b_low, b), float(shift(a_low, a).max()), 768, torch.ones(200), output_roundoff)
+    assert (observed > 0).all() and (observed <= bound).all()
+    assert bound.max() < {"float32": 1e-4, "bfloat16": 0.02}[screen]  # tight enough to be useful
+
+
+def test_violated_bound_falls_back_to_the_exact_search(monkeypatch):
+    monkeypatch.setattr(knn, "screen_error", lambda *args, **kwargs: torch.zeros(len(args[0])))
+    rng = np.random.default_rng(5)
+    train, query = rng.normal(size=(2000, 32)), rng.normal(size=(50, 32))
+    with pytest.warns(UserWarning, match="exceed their error bound"):
+        found = nearest_neighbours(train, query, [5], search="bfloat16")
+    assert found.stats["search"] == "exact"
+    assert torch.equal(found.index[5], nearest_neighbours(train, query, [5], search="exact").index[5])
+
+
+def test_unknown_search_is_an_error():
+    with pytest.raises(ValueError, match="kNN search 'float16'"):
+        nearest_neighbours(np.ones((3, 2)), np.ones((1, 2)), [1], search="float16")
 
 
 def test_weighted_vote_uses_exp_similarity_over_temperature():

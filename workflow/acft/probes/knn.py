@@ -6,104 +6,97 @@ then a non-stable ``np.argsort``) picks among exactly equal distances in no spec
 whenever no exact tie between different labels straddles the k-th neighbour. Majority-vote ties go to the
 smallest class index in both (sklearn votes with ``scipy.stats.mode``, which returns the smallest tied value).
 
-Search. ``exact=True`` ranks every (query, train) pair in float64, blockwise over queries and train clips so
-memory stays O(chunk_size^2) at any size. The default fast path retrieves the top (k_max + MARGIN) candidates
-with float32 matrix products, then certifies them: with e the rounding-error bound of a float32 cosine,
-candidates further than 2e from a k-th boundary keep their side, where several lie within 2e of it those are
-re-ranked by exact float64 similarity, and a query whose last candidate is within 2e of its k_max-th falls
-back to the exact search. The neighbour sets are therefore identical to the exact mode's; weighted single-label votes that are
-not decided beyond the error bound, and all multi-label weighted scores, use exact similarities too, so both
-modes give the same outputs. (faiss-cpu's exact IndexFlatIP was measured as the search engine: at
-20k x 768 train and 5k queries it matched torch float32 matmul + topk within 5 %, both sgemm-bound, so the
-certified torch path is used alone.)
+Search (``search``). Every mode returns the same neighbour sets with exact (float64) similarities; only the
+time differs. ``exact`` ranks every (query, train) pair in float64, blockwise so memory stays
+O(chunk_size^2). ``float32`` and ``bfloat16`` screen with a matrix product in that precision and certify:
+
+1. b = a per-query bound on |screened - exact cosine| (``screen_error``: the measured rounding of each unit
+   vector, the float32 accumulation, the rounding of the product's output);
+2. t = the k_max-th largest screened similarity; every true top-k_max neighbour has a screened similarity of
+   at least t - 2b (it is at least t - b exactly, and screened within b of that);
+3. all train clips screened at >= t - 2b are re-scored exactly and ranked exactly.
+
+Finding them cheaply: the screened row is cut into groups of GROUP consecutive train clips; only the
+k_max + GROUP_MARGIN groups with the largest maxima are searched, which is complete when the next group's
+maximum is below t - 2b (else that query searches its whole row). ``auto`` picks the faster screening product
+on this machine (timed once per process: bfloat16 where the CPU has AMX or AVX512-BF16, float32 elsewhere).
+faiss-cpu's exact IndexFlatIP was measured as a search engine: at 20k x 768 train and 5k queries it matched
+torch float32 matmul + topk within 5 %, both sgemm-bound, so it is not used.
 """
 
 from __future__ import annotations
 
-import math
+import functools
+import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from .metrics import multilabel_metrics, single_label_metrics
 
-MARGIN = 8  # spare candidates per query, so the certification rarely needs the exact fallback
-PAIR_CHUNK = 8192  # (query, train) pairs per exact re-ranking step: bounds the gathered float64 rows
+GROUP = 32  # train clips per group of the screened row (the group maxima are what gets searched)
+ROW_BLOCK = 512  # rows per step when normalising and rounding (a block of float64 rows stays in L2)
+GROUP_MARGIN = 16  # groups searched beyond 2 k_max (see _screened_neighbours)
+
+# screening precision -> (dtype, unit roundoff of the product's output)
+SCREENS = {"float32": (torch.float32, 2.0**-24), "bfloat16": (torch.bfloat16, 2.0**-8)}
+SEARCHES = ("auto", "exact", *SCREENS)
+F32_ROUNDOFF = 2.0**-24  # both screens' products accumulate in float32
 
 
 def unit_rows(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """[N, D] -> float64 [N, D] rows of unit L2 norm; all-zero rows stay zero (cosine 0, as in sklearn)."""
     x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     norms = x.norm(dim=1, keepdim=True)
-    return x / torch.where(norms > 0, norms, torch.ones_like(norms))
+    return x.div_(torch.where(norms > 0, norms, torch.ones_like(norms)))
 
 
-def float32_cosine_error(dim: int) -> float:
-    """Bound on |float32 dot of rounded unit vectors - exact cosine| for vectors of ``dim`` entries.
+def rounding_shift(low: torch.Tensor, unit64: torch.Tensor) -> torch.Tensor:
+    """|rounded unit row - exact unit row| per row [N] -> float64 [N] (measured, float64)."""
+    return torch.linalg.vector_norm(low.double() - unit64, dim=1)
 
-    Rounding each unit vector to float32 moves it by at most u (relative), giving 2u + u^2; the float32
-    accumulation adds gamma_D = D u / (1 - D u) (Higham, Accuracy and Stability of Numerical Algorithms,
-    2002, eq. 3.5); u = 2^-24. A slack of 1e-12 covers the float64 normalisation.
+
+def screen_error(
+    query_shift: torch.Tensor, bank_shift: float, dim: int, largest: torch.Tensor, output_roundoff: float
+) -> torch.Tensor:
+    """Per-query bound on |screened similarity - exact cosine|, for every train clip -> float64 [Q].
+
+    With q~ = q + d_q and x~ = x + d_x the rounded unit vectors, q~.x~ - q.x = d_q.x + q~.d_x, at most
+    |d_q| + (1 + |d_q|) max|d_x| (Cauchy-Schwarz; the |d| are measured by ``rounding_shift``). The float32
+    accumulation adds gamma_D |q~||x~|, gamma_D = D u / (1 - D u), u = 2^-24 (Higham, Accuracy and Stability
+    of Numerical Algorithms, 2002, eq. 3.5); rounding the output to the screen's precision adds its unit
+    roundoff times the output's magnitude, at most ``largest`` [Q]. A slack of 1e-12 covers float64 rounding.
+
+    Args:
+        query_shift: |d_q| per query [Q]; bank_shift: max |d_x| over the train clips.
     """
-    u = 2.0**-24
-    gamma = dim * u / (1 - dim * u)
-    return 2 * u + u * u + gamma * (1 + u) ** 2 + 1e-12
+    gamma = dim * F32_ROUNDOFF / (1 - dim * F32_ROUNDOFF)
+    inputs = query_shift + (1 + query_shift) * bank_shift
+    accumulation = gamma * (1 + query_shift) * (1 + bank_shift)
+    return inputs + accumulation + output_roundoff * (1 + 2 * output_roundoff) * largest + 1e-12
 
 
-def _blockwise_top(
-    query: torch.Tensor, bank: torch.Tensor, m: int, chunk_size: int, stable: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``m`` similarities of every query over ``bank``, one (query chunk x bank block) at a time.
-
-    ``stable``: order by (similarity desc, bank index asc), exact ties included; else any order of ties.
-
-    Returns:
-        (similarities [Q, m] sorted descending, bank indices [Q, m]).
-    """
-    sims, index = [], []
-    chunks = range(0, len(query), chunk_size)
-    for start in tqdm(chunks, desc="knn search", unit="chunk", disable=None, leave=False):
-        q = query[start : start + chunk_size]
-        best_v = q.new_empty((len(q), 0))
-        best_i = torch.empty((len(q), 0), dtype=torch.long)
-        for lo in range(0, len(bank), chunk_size):
-            block = q @ bank[lo : lo + chunk_size].T
-            ids = torch.arange(lo, lo + block.shape[1]).expand(len(q), -1)
-            if stable:
-                # running best holds lower indices than this block and is already in (value, index) order,
-                # and the block is in index order: a stable sort by value keeps lower indices first on ties
-                values, ids = torch.cat([best_v, block], 1), torch.cat([best_i, ids], 1)
-                order = values.argsort(dim=1, descending=True, stable=True)[:, :m]
-            else:
-                top = block.topk(min(m, block.shape[1]), dim=1)
-                values = torch.cat([best_v, top.values], 1)
-                ids = torch.cat([best_i, ids.gather(1, top.indices)], 1)
-                order = values.topk(min(m, values.shape[1]), dim=1).indices
-            best_v, best_i = values.gather(1, order), ids.gather(1, order)
-        sims.append(best_v)
-        index.append(best_i)
-    return torch.cat(sims), torch.cat(index)
-
-
-def _pair_similarities(bank64: torch.Tensor, query64: torch.Tensor, rows: torch.Tensor, ids: torch.Tensor):
-    """Exact float64 cosine of pairs (query ``rows[i]``, train ``ids[i]``); inputs are unit rows. -> [P]."""
-    out = torch.empty(len(rows), dtype=torch.float64)
-    for lo in range(0, len(rows), PAIR_CHUNK):
-        hi = lo + PAIR_CHUNK
-        pairs = bank64.index_select(0, ids[lo:hi]), query64.index_select(0, rows[lo:hi])
-        out[lo:hi] = torch.einsum("pd,pd->p", *pairs)
-    return out
-
-
-def _order_by_key(key: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Column order of each row by (key desc, id asc). key, ids: [Q, m] -> [Q, m] positions."""
-    by_id = ids.argsort(dim=1, stable=True)
-    by_key = key.gather(1, by_id).argsort(dim=1, descending=True, stable=True)
-    return by_id.gather(1, by_key)
+@functools.cache
+def fastest_screen() -> str:
+    """The screening precision whose [1024 x 768] @ [768 x 4096] product is faster here (best of 3 each)."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1024, 768, generator=generator), torch.randn(4096, 768, generator=generator)
+    seconds = {}
+    for name, (dtype, _) in SCREENS.items():
+        x, y = a.to(dtype), b.to(dtype)
+        x @ y.T  # warm-up: kernel selection, page faults
+        runs = []
+        for _ in range(3):
+            start = time.perf_counter()
+            x @ y.T
+            runs.append(time.perf_counter() - start)
+        seconds[name] = min(runs)
+    return min(seconds, key=seconds.get)
 
 
 @dataclass
@@ -111,23 +104,15 @@ class Neighbours:
     """The k nearest train clips of every query, for several k.
 
     Attributes:
-        index: k -> long [Q, k] train indices (the top-k set; order within it is not meaningful).
-        sim: k -> float64 [Q, k] cosine similarities, each within ``error`` of the exact value.
-        error: float64 [Q] bound on |sim - exact similarity| (0 where exact).
-        bank64, query64: float64 unit rows, to compute exact similarities on demand.
+        index: k -> long [Q, k] train indices, by (similarity desc, train index asc).
+        sim: k -> float64 [Q, k] their exact cosine similarities.
+        stats: how they were found: ``search`` (exact, float32, bfloat16), ``rescored_pairs`` (screened pairs
+            re-scored exactly), ``whole_rows`` (queries whose whole screened row was searched).
     """
 
     index: dict[int, torch.Tensor]
     sim: dict[int, torch.Tensor]
-    error: torch.Tensor
-    bank64: torch.Tensor
-    query64: torch.Tensor
-
-    def exact_sim(self, k: int, rows: torch.Tensor) -> torch.Tensor:
-        """Exact similarities of the k neighbours of query ``rows`` [R] -> float64 [R, k]."""
-        ids = self.index[k][rows]
-        flat_rows = rows[:, None].expand(-1, k).reshape(-1)
-        return _pair_similarities(self.bank64, self.query64, flat_rows, ids.reshape(-1)).view(len(rows), k)
+    stats: dict = field(default_factory=dict)
 
 
 def nearest_neighbours(
@@ -136,77 +121,201 @@ def nearest_neighbours(
     ks: Sequence[int],
     *,
     chunk_size: int = 4096,
-    exact: bool = False,
+    search: str = "auto",
 ) -> Neighbours:
-    """Top-k cosine neighbour sets of every query in the train bank, for each k in ``ks``.
+    """Top-k cosine neighbours of every query in the train bank, for each k in ``ks``.
 
     Args:
         train_emb: [N, D] memory bank; query_emb: [Q, D].
         ks: neighbour counts, each 1..N.
-        chunk_size: queries (and train clips) per similarity block; memory is O(chunk_size^2).
-        exact: rank all pairs in float64 instead of the certified float32 search (same sets, slower).
+        chunk_size: similarity blocks hold at most chunk_size^2 (query, train) pairs: memory is O(chunk_size^2).
+        search: ``auto``, ``float32``, ``bfloat16`` (certified screens) or ``exact`` (all pairs in float64);
+            every mode gives the same neighbours (module docstring).
     """
-    bank64, query64 = unit_rows(train_emb), unit_rows(query_emb)
-    if bank64.shape[1] != query64.shape[1]:
-        raise ValueError(f"train embeddings have {bank64.shape[1]} dims but queries have {query64.shape[1]}")
-    if len(query64) == 0:
+    if search not in SEARCHES:
+        raise ValueError(f"kNN search '{search}' is not one of {list(SEARCHES)}")
+    bank, query = torch.as_tensor(np.asarray(train_emb)), torch.as_tensor(np.asarray(query_emb))
+    if bank.ndim != 2 or query.ndim != 2 or bank.shape[1] != query.shape[1]:
+        raise ValueError(
+            f"train embeddings {tuple(bank.shape)} and queries {tuple(query.shape)} must be [N, D]"
+        )
+    if len(query) == 0:
         raise ValueError("no query embeddings to search for")
     ks = sorted(set(ks))
-    if ks[0] < 1 or ks[-1] > len(bank64):
-        raise ValueError(f"k values {ks} must lie in 1..{len(bank64)} (the memory bank size)")
-    if exact:
-        return _exact_neighbours(bank64, query64, ks, chunk_size)
-    return _certified_neighbours(bank64, query64, ks, chunk_size)
+    if ks[0] < 1 or ks[-1] > len(bank):
+        raise ValueError(f"k values {ks} must lie in 1..{len(bank)} (the memory bank size)")
+    n_groups = -(-len(bank) // GROUP)
+    if search == "exact" or n_groups <= 2 * ks[-1] + GROUP_MARGIN:  # small banks: screening saves nothing
+        return _exact_neighbours(unit_rows(bank), unit_rows(query), ks, chunk_size)
+    screen = fastest_screen() if search == "auto" else search
+    found = _screened_neighbours(bank, query, ks, chunk_size, screen)
+    if found is None:
+        warnings.warn(
+            f"{screen} similarities exceed their error bound here; using the exact search", stacklevel=2
+        )
+        return _exact_neighbours(unit_rows(bank), unit_rows(query), ks, chunk_size)
+    return found
 
 
 def _exact_neighbours(bank64, query64, ks, chunk_size) -> Neighbours:
-    sims, ids = _blockwise_top(query64, bank64, ks[-1], chunk_size, stable=True)
+    """Every pair in float64, one (query chunk x bank block) at a time, keeping the running top k_max."""
+    m = ks[-1]
+    sims, index = [], []
+    for start in tqdm(
+        range(0, len(query64), chunk_size), desc="knn exact", unit="chunk", disable=None, leave=False
+    ):
+        q = query64[start : start + chunk_size]
+        best_v = q.new_empty((len(q), 0))
+        best_i = torch.empty((len(q), 0), dtype=torch.long)
+        for lo in range(0, len(bank64), chunk_size):
+            block = q @ bank64[lo : lo + chunk_size].T
+            ids = torch.arange(lo, lo + block.shape[1]).expand(len(q), -1)
+            # the running best holds lower indices than this block and is in (value, index) order, the block
+            # is in index order: a stable sort by value keeps lower indices first on ties
+            values, ids = torch.cat([best_v, block], 1), torch.cat([best_i, ids], 1)
+            order = values.argsort(dim=1, descending=True, stable=True)[:, :m]
+            best_v, best_i = values.gather(1, order), ids.gather(1, order)
+        sims.append(best_v)
+        index.append(best_i)
+    sims, index = torch.cat(sims), torch.cat(index)
     return Neighbours(
-        index={k: ids[:, :k] for k in ks},
-        sim={k: sims[:, :k] for k in ks},
-        error=torch.zeros(len(query64), dtype=torch.float64),
-        bank64=bank64,
-        query64=query64,
+        index={k: index[:, :k] for k in ks}, sim={k: sims[:, :k] for k in ks}, stats={"search": "exact"}
     )
 
 
-def _certified_neighbours(bank64, query64, ks, chunk_size) -> Neighbours:
-    k_max = ks[-1]
-    m = min(len(bank64), k_max + MARGIN)
-    bound = float32_cosine_error(bank64.shape[1])
-    approx, ids = _blockwise_top(query64.float(), bank64.float(), m, chunk_size, stable=False)
-    approx = approx.double()
-    boundary = {k: approx[:, k - 1 : k] for k in ks}
-    window = {k: (approx - b).abs() <= 2 * bound for k, b in boundary.items()}
-    # a window holding only the k-th candidate itself decides nothing: that candidate is in the set
-    contested = {k: w & (w.sum(dim=1, keepdim=True) > 1) for k, w in window.items()}
-    needs_exact = torch.stack(list(contested.values())).any(dim=0)
-    rows, cols = needs_exact.nonzero(as_tuple=True)
-    exact = torch.full_like(approx, float("nan"))
-    exact[rows, cols] = _pair_similarities(bank64, query64, rows, ids[rows, cols])
-    if len(rows) and (exact[rows, cols] - approx[rows, cols]).abs().max() > bound:
-        warnings.warn(
-            "float32 similarities exceed their error bound on this machine; using the exact search",
-            stacklevel=2,
-        )
-        return _exact_neighbours(bank64, query64, ks, chunk_size)
-    best_known = torch.where(needs_exact, exact, approx)
-    index, sim = {}, {}
-    for k in ks:
-        inside = torch.where(approx >= boundary[k] - 2 * bound, math.inf, -math.inf)
-        key = torch.where(contested[k], exact, inside)
-        order = _order_by_key(key, ids)[:, :k]
-        index[k], sim[k] = ids.gather(1, order), best_known.gather(1, order)
-    error = torch.full((len(query64),), bound, dtype=torch.float64)
-    # a train clip outside the candidates could still tie or beat the k_max-th: search those queries exactly
-    incomplete = (approx[:, -1] >= boundary[k_max][:, 0] - 2 * bound) & (m < len(bank64))
-    if incomplete.any():
-        redo = incomplete.nonzero()[:, 0]
-        fallback = _exact_neighbours(bank64, query64[redo], ks, chunk_size)
+def _screened_neighbours(bank, query, ks, chunk_size, screen) -> Neighbours | None:
+    """Certified screen (module docstring); None when an exact similarity falls outside its bound.
+
+    Group g holds train clips g, g + n_groups, g + 2 n_groups, ...: strided, so the group maxima are an
+    elementwise max over GROUP contiguous slices of the screened row (vectorised), not a reduction per group.
+    """
+    dtype, output_roundoff = SCREENS[screen]
+    k_max, n, dim = ks[-1], len(bank), bank.shape[1]
+    n_groups = -(-n // GROUP)
+    bank64, bank_low, bank_shift = _rounded_unit_rows(bank, dtype, n_groups * GROUP)
+    n_searched = 2 * k_max + GROUP_MARGIN  # the clips within 2b of the k_max-th are about as many again
+    rows_per_chunk = max(1, chunk_size * chunk_size // len(bank_low))
+    product = _screen_product(bank_low, rows_per_chunk)
+    index, sim = {k: [] for k in ks}, {k: [] for k in ks}
+    stats = {"search": screen, "rescored_pairs": 0, "whole_rows": 0}
+    chunks = range(0, len(query), rows_per_chunk)
+    for start in tqdm(chunks, desc=f"knn {screen} screen", unit="chunk", disable=None, leave=False):
+        q64, q_low, q_shift = _rounded_unit_rows(query[start : start + rows_per_chunk], dtype, per_row=True)
+        screened = product(q_low)  # [R, GROUP * n_groups]
+        screened[:, n:] = -torch.inf
+        groups = screened.view(len(q64), GROUP, n_groups)
+        top_groups = groups.amax(dim=1).topk(n_searched + 1, dim=1)
+        chosen = top_groups.indices[:, None, :n_searched]
+        searched = groups.gather(2, chosen.expand(-1, GROUP, -1)).reshape(len(q64), -1)
+        t = searched.topk(k_max, dim=1).values[:, -1].double()
+        # a first bound with |outputs| <= 1.01 bounds the magnitudes that get compared: t - 2b up to the top
+        crude = screen_error(q_shift, bank_shift, dim, torch.full_like(t, 1.01), output_roundoff)
+        largest = torch.maximum(top_groups.values[:, 0].double().abs(), t.abs() + 2 * crude)
+        bound = screen_error(q_shift, bank_shift, dim, largest, output_roundoff)
+        floor = t - 2 * bound
+        complete = top_groups.values[:, n_searched].double() < floor
+        floor = _float32_below(floor)[:, None]  # compares with the screened values without a float64 copy
+        # candidates: (row, train index) of every screened similarity >= floor
+        rows, cols = ((searched >= floor) & complete[:, None]).nonzero(as_tuple=True)
+        train_ids = (cols // n_searched) * n_groups + chosen[rows, 0, cols % n_searched]
+        screened_values = searched[rows, cols]
+        incomplete = (~complete).nonzero()[:, 0]
+        if len(incomplete):  # search the whole row of these queries
+            more_rows, more_ids = (screened[incomplete] >= floor[incomplete]).nonzero(as_tuple=True)
+            rows, train_ids = torch.cat([rows, incomplete[more_rows]]), torch.cat([train_ids, more_ids])
+            screened_values = torch.cat([screened_values, screened[incomplete[more_rows], more_ids]])
+        exact = _pair_cosines(bank64, q64, rows, train_ids)
+        stats["rescored_pairs"] += len(rows)
+        stats["whole_rows"] += len(incomplete)
+        if ((exact - screened_values.double()).abs() > bound[rows]).any():
+            return None
+        chunk_index, chunk_sim = _rank_pairs(rows, train_ids, exact, len(q64), k_max)
         for k in ks:
-            index[k][redo], sim[k][redo] = fallback.index[k], fallback.sim[k]
-        error[redo] = 0.0
-    return Neighbours(index=index, sim=sim, error=error, bank64=bank64, query64=query64)
+            index[k].append(chunk_index[:, :k])
+            sim[k].append(chunk_sim[:, :k])
+    return Neighbours(
+        index={k: torch.cat(v) for k, v in index.items()},
+        sim={k: torch.cat(v) for k, v in sim.items()},
+        stats=stats,
+    )
+
+
+def _screen_product(bank_low: torch.Tensor, rows: int):
+    """query rows -> query @ bank_low.T in the bank's precision.
+
+    bfloat16: oneDNN's linear with the bank packed once (AMX tile layout), about 1.5x faster than
+    ``F.linear``, which re-packs the bank on every call; ``torch.ops.mkldnn`` is internal to PyTorch (used by
+    its compiler), so any failure to pack falls back to ``F.linear``. Both accumulate in float32, which the
+    error bound assumes and the certification checks.
+    """
+    if bank_low.dtype == torch.bfloat16:
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(bank_low, rows)
+            return lambda q: torch.ops.mkldnn._linear_pointwise(q, packed, None, "none", [], "")
+        except (AttributeError, RuntimeError):
+            pass
+    return lambda q: F.linear(q, bank_low)  # F.linear's kernel beats q @ bank.T here
+
+
+def _rounded_unit_rows(x: torch.Tensor, dtype, n_rows: int | None = None, per_row: bool = False):
+    """Unit rows in float64, the same rounded to ``dtype`` (zero rows appended up to ``n_rows``), and the
+    rounding shift |rounded - exact|: per row [N] if ``per_row``, else its max (float).
+
+    Works in blocks of ROW_BLOCK rows so each block is converted, rounded and measured while in cache.
+    """
+    n = len(x)
+    unit64 = torch.empty(x.shape, dtype=torch.float64)
+    low = torch.zeros((n_rows or n, x.shape[1]), dtype=dtype)
+    shift = torch.empty(n, dtype=torch.float64)
+    for lo in range(0, n, ROW_BLOCK):
+        hi = min(n, lo + ROW_BLOCK)
+        block = unit64[lo:hi]
+        block.copy_(x[lo:hi])
+        norms = torch.linalg.vector_norm(block, dim=1, keepdim=True)
+        block.div_(torch.where(norms > 0, norms, torch.ones_like(norms)))
+        low[lo:hi] = block
+        shift[lo:hi] = rounding_shift(low[lo:hi], block)
+    return unit64, low, shift if per_row else float(shift.max()) if n else 0.0
+
+
+def _float32_below(x: torch.Tensor) -> torch.Tensor:
+    """float64 -> the largest float32 values <= x (so ``screened >= result`` misses nothing ``>= x`` holds)."""
+    rounded = x.float()
+    return torch.where(rounded.double() > x, torch.nextafter(rounded, torch.tensor(-torch.inf)), rounded)
+
+
+def _pair_cosines(bank64, query64, rows, ids) -> torch.Tensor:
+    """Exact float64 cosine of the pairs (query ``rows[i]``, train ``ids[i]``) of unit rows -> [P].
+
+    A sampled dense product (``torch.sparse.sampled_addmm``) computes only these dot products, about 10x faster
+    than gathering the rows; it needs the pairs in row order.
+    """
+    order = rows.argsort(stable=True)
+    counts = torch.bincount(rows, minlength=len(query64))
+    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        pattern = torch.sparse_csr_tensor(
+            crow, ids[order], torch.zeros(len(ids), dtype=torch.float64), size=(len(query64), len(bank64))
+        )
+        values = torch.sparse.sampled_addmm(pattern, query64, bank64.T, beta=0.0).values()
+    out = torch.empty_like(values)
+    out[order] = values
+    return out
+
+
+def _rank_pairs(rows, ids, sims, n_rows, m) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first m pairs of every row by (sim desc, id asc) -> (ids [n_rows, m], sims [n_rows, m]).
+
+    Every row must hold at least m pairs.
+    """
+    order = ids.argsort(stable=True)
+    order = order[sims[order].argsort(descending=True, stable=True)]
+    order = order[rows[order].argsort(stable=True)]
+    counts = torch.bincount(rows, minlength=n_rows)
+    starts = torch.cumsum(counts, 0) - counts
+    take = order[starts[:, None] + torch.arange(m)]
+    return ids[take], sims[take]
 
 
 def _vote_weights(sim: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -226,30 +335,16 @@ def predict_single(
 ) -> np.ndarray:
     """Class of every query by majority or exp(s/tau)-weighted vote of its k neighbours -> int64 [Q].
 
-    Ties go to the smallest class index (``argmax`` returns the first maximum). A weighted vote whose winner
-    is not ahead by more than the similarity error bound allows is recounted with exact similarities.
+    Ties go to the smallest class index (``argmax`` returns the first maximum).
     """
     labels = torch.as_tensor(train_labels, dtype=torch.long)[neighbours.index[k]]
-    if not weighted:
-        votes = torch.zeros(len(labels), n_classes, dtype=torch.float64)
-        return votes.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float64)).argmax(1).numpy()
-
-    def class_scores(sim, lab):
-        return torch.zeros(len(lab), n_classes, dtype=torch.float64).scatter_add_(
-            1, lab, _vote_weights(sim, temperature)
-        )
-
-    scores = class_scores(neighbours.sim[k], labels)
-    if n_classes > 1:
-        top2 = scores.topk(2, dim=1).values
-        # each weight is within a factor exp(+-e/tau) of its exact value
-        undecided = (top2[:, 0] <= top2[:, 1] * torch.exp(2 * neighbours.error / temperature)) & (
-            neighbours.error > 0
-        )
-        rows = undecided.nonzero()[:, 0]
-        if len(rows):
-            scores[rows] = class_scores(neighbours.exact_sim(k, rows), labels[rows])
-    return scores.argmax(1).numpy()
+    weights = (
+        _vote_weights(neighbours.sim[k], temperature)
+        if weighted
+        else torch.ones(labels.shape, dtype=torch.float64)
+    )
+    votes = torch.zeros(len(labels), n_classes, dtype=torch.float64)
+    return votes.scatter_add_(1, labels, weights).argmax(1).numpy()
 
 
 def score_multilabel(
@@ -258,13 +353,11 @@ def score_multilabel(
     """Per-class score = (weighted) mean of the k neighbours' multi-hot labels -> float64 [Q, C] in [0, 1]."""
     labels = torch.as_tensor(train_multi_hot, dtype=torch.float64)
     index = neighbours.index[k]
-    if weighted:
-        sim = neighbours.sim[k]
-        if bool((neighbours.error > 0).any()):
-            sim = neighbours.exact_sim(k, torch.arange(len(sim)))
-        weights = _vote_weights(sim, temperature)
-    else:
-        weights = torch.ones(index.shape, dtype=torch.float64)
+    weights = (
+        _vote_weights(neighbours.sim[k], temperature)
+        if weighted
+        else torch.ones(index.shape, dtype=torch.float64)
+    )
     scores = torch.zeros(len(index), labels.shape[1], dtype=torch.float64)
     for j in range(k):  # one neighbour rank at a time keeps memory at [Q, C] instead of [Q, k, C]
         scores += weights[:, j : j + 1] * labels[index[:, j]]
@@ -286,7 +379,7 @@ def knn_probe(
     chunk_size: int = 4096,
     val_emb: np.ndarray | None = None,
     val_labels: np.ndarray | None = None,
-    exact: bool = False,
+    search: str = "auto",
 ) -> list[dict]:
     """Majority and weighted kNN probes for every k.
 
@@ -300,7 +393,7 @@ def knn_probe(
         train_labels, test_labels, val_labels: int64 [.] class indices, or multi-hot float [., C] if
             ``multilabel``.
         ks: requested neighbour counts. temperature: tau of the exp(s/tau) vote weights.
-        chunk_size: similarity block size. exact: float64 search (see module docstring).
+        chunk_size: similarity block size. search: see ``nearest_neighbours`` (same outputs in every mode).
 
     Returns:
         records {"probe", "k", "metric", "value"} for ``probe`` in knn_majority, knn_weighted.
@@ -311,10 +404,10 @@ def knn_probe(
         raise ValueError(f"kNN temperature must be > 0, got {temperature}")
     effective = {k: min(int(k), len(train_emb)) for k in ks}
     search_ks = sorted(set(effective.values()))
-    test_nn = nearest_neighbours(train_emb, test_emb, search_ks, chunk_size=chunk_size, exact=exact)
+    test_nn = nearest_neighbours(train_emb, test_emb, search_ks, chunk_size=chunk_size, search=search)
     has_val = multilabel and val_emb is not None and len(val_emb) > 0
     val_nn = (
-        nearest_neighbours(train_emb, val_emb, search_ks, chunk_size=chunk_size, exact=exact)
+        nearest_neighbours(train_emb, val_emb, search_ks, chunk_size=chunk_size, search=search)
         if has_val
         else None
     )

@@ -41,6 +41,7 @@ SETTINGS = {
         "k": [1, 5, 10, 20, 50],
         "temperature": 0.07,
         "chunk_size": 4096,
+        "search": "auto",
         "shots": ["all"],
         "shot_seed": 0,
     },
@@ -251,6 +252,7 @@ def run_knn(
                 ks=cfg["k"],
                 temperature=cfg["temperature"],
                 chunk_size=cfg["chunk_size"],
+                search=cfg["search"],
                 val_emb=emb[val],
                 val_labels=data.targets[val],
             )

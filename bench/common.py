@@ -1,0 +1,106 @@
+"""Shared helpers of the benchmark scripts: the machine, repeated timing, and one JSON record per script.
+
+Every script measures the project's code and the baseline in the same process on the same data, prints a
+one-line summary per side and the ratio of the medians, and writes ``bench/results/<name>.json`` (the table in
+``bench/README.md`` is copied from those files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+FSDD = REPO.parent / "shared" / "data" / "fsdd"
+
+sys.path.insert(0, str(REPO / "workflow"))  # the acft package, as the workflow's scripts import it
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    import torch
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "amx_bf16": " amx_bf16" in flags,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "git_commit": _git_commit(),
+    }
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """(seconds, result) of one call."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def repeat(fn: Callable[[], object], runs: int, warmup: int = 1) -> tuple[list[float], object]:
+    """Wall-clock seconds of ``runs`` calls after ``warmup`` untimed ones; also the last result."""
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(runs):
+        seconds, result = timed(fn)
+        times.append(seconds)
+    return times, result
+
+
+def summary(times: list[float]) -> dict:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
+
+
+def describe(label: str, times: list[float], unit: str = "s", per: float | None = None) -> str:
+    """'label: median 1.23 s (min 1.20, max 1.30; 5 runs)', or a rate when ``per`` items are done per run."""
+    s = summary(times)
+    if per is not None:
+        rates = [per / t for t in times]
+        return (
+            f"{label}: median {statistics.median(rates):,.1f} {unit} "
+            f"(min {min(rates):,.1f}, max {max(rates):,.1f}; {s['runs']} runs)"
+        )
+    return f"{label}: median {s['median']:.3f} s (min {s['min']:.3f}, max {s['max']:.3f}; {s['runs']} runs)"
+
+
+def write_result(name: str, record: dict) -> Path:
+    """Write bench/results/<name>.json with the machine attached; returns the path."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    record = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), **record}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path.relative_to(REPO)}")
+    return path
