@@ -52,13 +52,20 @@ def machine() -> dict:
 
 
 def _git_commit() -> str:
+    """Short HEAD commit, with "-dirty" when tracked files under workflow/ or bench/ differ from it."""
     try:
-        out = subprocess.run(
+        head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
         )
-        return out.stdout.strip() or "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "workflow", "bench"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
     except OSError:
         return "unknown"
+    return (head.stdout.strip() or "unknown") + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:

@@ -29,6 +29,9 @@ class AudioCache:
             raise FileNotFoundError(f"no audio cache at {self.directory} (expected {INDEX} and {WAVEFORMS})")
         self.index = pd.read_parquet(self.directory / INDEX)
         self.samples = np.load(self.directory / WAVEFORMS, mmap_mode="r")
+        # plain arrays: a pandas lookup per clip costs more than copying the clip
+        self._offsets = self.index["offset"].to_numpy(dtype=np.int64)
+        self._lengths = self.index["length"].to_numpy(dtype=np.int64)
         name = self.directory.name
         if not name.startswith("sr"):
             raise ValueError(f"cache directory {self.directory} must be named sr<rate>")
@@ -39,7 +42,7 @@ class AudioCache:
 
     def waveform(self, i: int) -> np.ndarray:
         """[n] float32 samples of clip ``i`` (a read-only view)."""
-        offset, length = int(self.index.at[i, "offset"]), int(self.index.at[i, "length"])
+        offset, length = int(self._offsets[i]), int(self._lengths[i])
         return self.samples[offset : offset + length]
 
     def lengths(self) -> np.ndarray:

@@ -1,0 +1,184 @@
+"""Render bench/results/*.json as the results table of bench/README.md (between the results markers).
+
+.venv/bin/python bench/report.py        # rewrite the table in bench/README.md
+.venv/bin/python bench/report.py --print
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from common import BENCH_DIR, RESULTS_DIR
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def spread(s: dict, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
+    """'median (min–max)' of a summary() dict, times ``scale``."""
+    return (
+        f"{fmt.format(s['median'] * scale)} ({fmt.format(s['min'] * scale)}–{fmt.format(s['max'] * scale)})"
+    )
+
+
+def rate(s: dict, items: int) -> str:
+    """clips/s median (min–max) from a seconds summary: the fastest run is the max rate."""
+    return f"{items / s['median']:,.0f} ({items / s['max']:,.0f}–{items / s['min']:,.0f})"
+
+
+def met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def rows_knn(r: dict) -> list[list[str]]:
+    return [
+        [
+            f"kNN probe search, {r['task']} ({r['screen']} screen)",
+            spread(r["ours_s"]) + " s",
+            spread(r["sklearn_s"]) + " s (sklearn brute cosine)",
+            f"{r['speedup']:.1f}×",
+            ">= 10×, identical predictions",
+            met(r["speedup"] >= 10 and r["identical_predictions"])
+            + (" (predictions identical)" if r["identical_predictions"] else " (predictions differ)"),
+        ]
+    ]
+
+
+def rows_linear(r: dict) -> list[list[str]]:
+    return [
+        [
+            f"Linear probe fit, {r['task']}",
+            spread(r["ours_s"]) + f" s, acc {r['ours_accuracy']:.4f}",
+            spread(r["sklearn_s"]) + f" s, acc {r['sklearn_accuracy']:.4f} (LogisticRegression lbfgs)",
+            f"{r['speedup']:.1f}×",
+            ">= 2×, accuracy within 0.5 pt",
+            met(r["speedup"] >= 2 and r["accuracy_gap_points"] <= 0.5),
+        ]
+    ]
+
+
+def rows_extract(r: dict) -> list[list[str]]:
+    out = []
+    for name, side in r["sides"].items():
+        out.append(
+            [
+                f"Extraction, {name}, {r['data']} (clips/s)",
+                rate(side["ours_s"], r["clips"]),
+                rate(side["naive_s"], r["clips"]) + " (per-clip loop)",
+                f"{side['ratio']:.1f}×",
+                ">= 3×",
+                met(side["ratio"] >= 3),
+            ]
+        )
+    return out
+
+
+def rows_preprocess(r: dict) -> list[list[str]]:
+    return [
+        [
+            f"Preprocessing, {r['data']} (clips/s)",
+            rate(r["ours_s"], r["clips"]),
+            rate(r["librosa_s"], r["clips"]) + " (librosa.load per file)",
+            f"{r['ratio']:.1f}×",
+            ">= 3×",
+            met(r["ratio"] >= 3),
+        ]
+    ]
+
+
+def rows_knn_memory(r: dict) -> list[list[str]]:
+    out = []
+    sklearn = next((row for row in r["rows"] if row["side"] == "sklearn"), None)
+    for row in r["rows"]:
+        if row["side"] != "ours":
+            continue
+        out.append(
+            [
+                f"kNN peak working memory, {r['task']}, search={row['search']}, chunk_size={row['chunk_size']}",
+                f"{row['working_bytes'] / 2**20:,.0f} MiB",
+                f"{sklearn['working_bytes'] / 2**20:,.0f} MiB (sklearn)" if sklearn else "",
+                "",
+                "reported",
+                "",
+            ]
+        )
+    return out
+
+
+def rows_rerun(r: dict) -> list[list[str]]:
+    out = [
+        [
+            f"Snakemake no-op rerun, {r['jobs']} jobs",
+            spread(r["noop_rerun"]) + " s",
+            "",
+            "",
+            f"<= {r['goal_s']:.0f} s",
+            met(r["noop_rerun"]["median"] <= r["goal_s"]),
+        ]
+    ]
+    if "paper_dry_run" in r:
+        dry = r["paper_dry_run"]
+        out.append([f"Paper preset dry run ({dry['jobs']} jobs)", spread(dry) + " s", "", "", "reported", ""])
+    return out
+
+
+def rows_demo(r: dict) -> list[list[str]]:
+    minutes = r["demo_s"]
+    return [
+        [
+            f"Demo end to end (`make demo` after set-up, {r.get('jobs', '?')} jobs), minutes",
+            spread(minutes, 1 / 60),
+            "",
+            "",
+            "<= 10 min",
+            met(minutes["median"] <= 600),
+        ]
+    ]
+
+
+RENDERERS = {
+    "knn": rows_knn,
+    "linear": rows_linear,
+    "extract": rows_extract,
+    "preprocess": rows_preprocess,
+    "knn_memory": rows_knn_memory,
+    "rerun": rows_rerun,
+    "demo": rows_demo,
+}
+
+
+def table() -> str:
+    header = ["Benchmark", "Ours: median (min–max)", "Baseline: median (min–max)", "Ratio", "Goal", "Met"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * 3 + [":---"] * 2) + "|"]
+    runs = set()
+    for name, render in RENDERERS.items():
+        path = RESULTS_DIR / f"{name}.json"
+        if not path.exists():
+            lines.append(f"| {name}: not run yet (`bench/bench_{name}.py`) | | | | | |")
+            continue
+        record = json.loads(path.read_text())
+        runs.add(f"{name}: {record['date']}, commit {record['machine']['git_commit']}")
+        lines += ["| " + " | ".join(row) + " |" for row in render(record)]
+    return "\n".join(lines) + "\n\nMeasured: " + "; ".join(sorted(runs)) + "."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--print", action="store_true", help="print the table instead of writing README.md")
+    args = parser.parse_args()
+    rendered = table()
+    if args.print:
+        print(rendered)
+        return
+    readme = BENCH_DIR / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme} has no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{rendered}\n{END}{tail}")
+    print(f"rewrote the table in {readme}")
+
+
+if __name__ == "__main__":
+    main()
