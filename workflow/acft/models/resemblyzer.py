@@ -5,11 +5,13 @@ locate its ``pretrained.pt`` (Apache-2.0) and load the tensors into our own modu
 follow resemblyzer's ``voice_encoder.py`` and ``audio.py`` (Wan et al. 2018, "Generalized End-to-End Loss for
 Speaker Verification"): a power (not log) 40-band Slaney mel spectrogram at 16 kHz with a 25 ms window and a
 10 ms hop, a 3-layer LSTM(40 -> 256), Linear(256 -> 256), ReLU and L2 normalisation. resemblyzer reads the last
-LSTM step of 1.6 s partial utterances; ``pooling: last`` with the default 1.6 s window reproduces that, and
-``pooling: mean`` (the default) averages the per-frame embeddings instead.
+LSTM step of 1.6 s partial utterances; ``pooling: last`` with the default 1.6 s window does the same
+(bench/bench_extract.py: equal to resemblyzer's own mel + ``VoiceEncoder.forward`` to float32 rounding on FSDD
+clips of up to 1.6 s), and ``pooling: mean`` (the default) averages the per-frame embeddings instead.
 
 Not reproduced: resemblyzer's ``preprocess_wav`` (volume normalisation and webrtcvad silence trimming) -- the
-audio cache is the one preprocessing every backbone shares.
+audio cache is the one preprocessing every backbone shares -- and, for clips shorter than 1.6 s, the zero
+padding ``embed_utterance`` adds before its single partial: we read the clip's last real frame instead.
 """
 
 from __future__ import annotations
