@@ -68,7 +68,8 @@ def test_neighbours_and_votes_match_brute_force_loop_with_ties(search, k, small_
     train, labels, query = tie_heavy_data()
     reference = brute_force_neighbours(train, query, k)
     found = nearest_neighbours(train, query, [k], chunk_size=7, search=search)
-    assert found.stats["search"] == (search if 2 * k + knn.GROUP_MARGIN < 19 else "exact")  # 37 clips: 19 groups
+    screened = 2 * k + knn.GROUP_MARGIN < 19  # 37 clips in groups of 2: 19 groups
+    assert found.stats["search"] == (search if screened else "exact")
     for row, expected in zip(found.index[k].numpy(), reference, strict=True):
         assert set(row.tolist()) == {j for j, _ in expected}
     np.testing.assert_allclose(

@@ -1,14 +1,25 @@
 """Preprocessing: decoding, mono mix-down, resampling, crop/pad, and the memory-mapped cache."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
+import torchaudio
 
 from acft.data.cache import AudioCache
-from acft.data.preprocess import fit_length, preprocess, resampled_length
+from acft.data.preprocess import (
+    KAISER_BEST,
+    MATMUL_ROWS,
+    Resampler,
+    fit_length,
+    preprocess,
+    resampled_length,
+    write_all,
+)
 
 
 def write_manifest(tmp_path, clips):
@@ -152,3 +163,95 @@ def test_cache_directory_must_carry_the_rate(tmp_path):
     manifest = write_manifest(tmp_path, [("a", sine(100, 8000, 0.1), 8000)])
     with pytest.raises(ValueError, match="sr16000"):
         preprocess(manifest, tmp_path / "cache", sample_rate=16000)
+
+
+RATES = [44100, 22050, 48000, 8000, 16000]
+# shorter than, about as long as, and much longer than the kernel (137 taps at 8 kHz, 815 at 44.1 kHz)
+LENGTHS = [0, 1, 5, 50, 137, 300, 1000, 4411, 12345]
+
+
+def random_clips(seed, lengths=LENGTHS):
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(-1, 1, n).astype(np.float32) for n in rng.permutation(lengths)]
+
+
+@pytest.mark.parametrize("source_rate", RATES)
+def test_batched_resampling_is_bit_identical_to_one_clip_at_a_time(source_rate):
+    clips = random_clips(source_rate)
+    batched = Resampler(16000).many(clips, source_rate)
+    alone = [Resampler(16000)(x, source_rate) for x in clips]
+    reordered = Resampler(16000).many(clips[::-1], source_rate)[::-1]  # other neighbours and offsets
+    for x, a, b, c in zip(clips, batched, alone, reordered, strict=True):
+        assert len(a) == resampled_length(len(x), source_rate, 16000)
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+        np.testing.assert_array_equal(a.view(np.uint32), c.view(np.uint32))
+
+
+def test_a_last_row_is_not_cut_off_into_a_product_of_its_own():
+    # at 8 kHz, MATMUL_ROWS + 1 window rows of 32 samples; the last one holds output that is kept
+    x = np.random.default_rng(3).uniform(-1, 1, MATMUL_ROWS * 32 + 1).astype(np.float32)
+    neighbour = np.ones(100, dtype=np.float32)
+    alone = Resampler(16000)(x, 8000)
+    batched = Resampler(16000).many([neighbour, x, neighbour], 8000)[1]
+    np.testing.assert_array_equal(alone.view(np.uint32), batched.view(np.uint32))
+
+
+@pytest.mark.parametrize("source_rate", RATES)
+def test_resampler_equals_torchaudio_to_float32_rounding(source_rate):
+    reference = torchaudio.transforms.Resample(source_rate, 16000, **KAISER_BEST)
+    clips = random_clips(1, [n for n in LENGTHS if n > 0])
+    for x, y in zip(clips, Resampler(16000).many(clips, source_rate), strict=True):
+        expected = reference(torch.from_numpy(x)).numpy()
+        assert y.shape == expected.shape
+        np.testing.assert_allclose(y, expected, rtol=0, atol=2e-6)
+
+
+def test_mixed_rates_are_cached_in_manifest_order(tmp_path):
+    rng = np.random.default_rng(2)
+    clips = [
+        (f"c{i}", rng.uniform(-1, 1, int(rng.integers(1, 3000))).astype(np.float32), rate)
+        for i, rate in enumerate([8000, 44100, 16000, 8000, 22050, 44100, 48000, 16000])
+    ]
+    manifest = write_manifest(tmp_path, clips)  # FLOAT WAVs: decoding is lossless
+    index = preprocess(manifest, tmp_path / "sr16000", sample_rate=16000)
+    cache = AudioCache(tmp_path / "sr16000")
+    assert index["clip_id"].tolist() == [c for c, _, _ in clips]
+    for i, (_, samples, rate) in enumerate(clips):
+        expected = Resampler(16000)(samples, rate)
+        np.testing.assert_array_equal(cache.waveform(i), expected)
+        if rate != 16000:
+            reference = torchaudio.transforms.Resample(rate, 16000, **KAISER_BEST)
+            np.testing.assert_allclose(
+                cache.waveform(i), reference(torch.from_numpy(samples)).numpy(), rtol=0, atol=2e-6
+            )
+
+
+def test_fsdd_cache_equals_soundfile_and_torchaudio_per_clip(tmp_path, fsdd_dir):
+    paths = sorted((fsdd_dir / "recordings").glob("*.wav"))[::10]  # 200 of the 2000 recordings
+    rows = [
+        {"clip_id": p.stem, "path": str(p), "labels": [p.stem[0]], "split": "train", "fold": None}
+        | {"duration_s": 0.0, "sample_rate": 8000, "speaker": p.stem.split("_")[1]}
+        for p in paths
+    ]
+    manifest = pd.DataFrame(rows).astype({"fold": "Int64"})
+    manifest.to_parquet(tmp_path / "manifest.parquet", index=False)
+    preprocess(tmp_path / "manifest.parquet", tmp_path / "sr16000", sample_rate=16000)
+    cache = AudioCache(tmp_path / "sr16000")
+    reference = torchaudio.transforms.Resample(8000, 16000, **KAISER_BEST)
+    for i, path in enumerate(paths):
+        samples, rate = sf.read(path, dtype="float32")
+        assert rate == 8000
+        np.testing.assert_array_equal(cache.waveform(i), Resampler(16000)(samples, rate))
+        expected = reference(torch.from_numpy(samples)).numpy()
+        np.testing.assert_allclose(cache.waveform(i), expected, rtol=0, atol=2e-6)
+
+
+def test_partial_writes_are_resumed(tmp_path, monkeypatch):
+    import acft.data.preprocess as module
+
+    real_writev = os.writev
+    monkeypatch.setattr(module.os, "writev", lambda fd, views: real_writev(fd, [views[0][:1000]]))
+    arrays = [np.arange(n, dtype=np.float32) for n in (0, 700, 1, 2500, 0, 300)]
+    with open(tmp_path / "out.bin", "wb", buffering=0) as f:
+        write_all(f.fileno(), [b"head", *arrays])
+    assert (tmp_path / "out.bin").read_bytes() == b"head" + np.concatenate(arrays).tobytes()
