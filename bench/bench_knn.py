@@ -11,6 +11,9 @@ Rows:
 - ours, exact: the same with ``search="exact"`` (float64 for every pair), the reference the screen certifies
   against.
 - torch float32 matmul + topk: normalise, one product, ``topk``; the naive port, not certified (context only).
+- screening product alone: only the bfloat16 (or float32) products of ours, inputs prepared beforehand. Every
+  exact search has to score all 100M pairs, so sklearn's time over this one bounds the speed-up any exact
+  method built on this product can reach here (context only).
 - ours, probe k = 1, 5, 10, 20, 50: the probe's default neighbour counts in one search (context only).
 
     .venv/bin/python bench/bench_knn.py [--runs 5] [--train 20000] [--queries 5000]
@@ -64,6 +67,19 @@ def main() -> None:
 
         return run
 
+    def screening_product():
+        screen = knn.fastest_screen()
+        bank_low = knn.unit_rows(train).to(knn.SCREENS[screen][0])
+        query_low = knn.unit_rows(query).to(bank_low.dtype)
+        rows = max(1, 4096 * 4096 // len(bank_low))
+        product = knn._screen_product(bank_low, rows)
+
+        def run():
+            for start in range(0, len(query_low), rows):
+                product(query_low[start : start + rows])
+
+        return run
+
     def naive_torch():
         x, q = torch.from_numpy(train), torch.from_numpy(query)
         x, q = x / x.norm(dim=1, keepdim=True), q / q.norm(dim=1, keepdim=True)
@@ -74,12 +90,15 @@ def main() -> None:
     our_times, (our_pred, found) = repeat(ours(), args.runs)
     exact_times, (exact_pred, _) = repeat(ours("exact"), max(1, args.runs // 2))
     naive_times, _ = repeat(naive_torch, args.runs)
+    product_times, _ = repeat(screening_product(), args.runs)
     probe_times, _ = repeat(ours(ks=(1, 5, 10, 20, 50)), args.runs)
     same = bool(np.array_equal(our_pred, sk_pred)) and bool(np.array_equal(exact_pred, sk_pred))
     print(describe("sklearn brute cosine", sk_times))
     print(describe(f"ours ({found.stats['search']} screen)", our_times))
     print(describe("ours, exact float64", exact_times))
     print(describe("torch float32 matmul + topk (uncertified)", naive_times))
+    ceiling = summary(sk_times)["median"] / summary(product_times)["median"]
+    print(describe(f"screening product alone (sklearn / this = {ceiling:.1f}x)", product_times))
     print(describe("ours, probe k = 1..50", probe_times))
     print(
         f"rescored pairs per query: {found.stats['rescored_pairs'] / len(query):.1f}, "
@@ -96,6 +115,8 @@ def main() -> None:
             "ours_s": summary(our_times),
             "ours_exact_s": summary(exact_times),
             "torch_f32_naive_s": summary(naive_times),
+            "screening_product_s": summary(product_times),
+            "ceiling_speedup": ceiling,
             "ours_probe_ks_s": summary(probe_times),
             "screen": found.stats["search"],
             "rescored_pairs_per_query": found.stats["rescored_pairs"] / len(query),
