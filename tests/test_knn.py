@@ -234,3 +234,12 @@ def test_empty_bank_is_an_error():
             np.zeros(2, dtype=np.int64),
             multilabel=False,
         )
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_search_leaves_the_callers_float64_arrays_unchanged(search):
+    rng = np.random.default_rng(6)
+    train, query = rng.normal(size=(5000, 16)), rng.normal(size=(20, 16))
+    train_before, query_before = train.copy(), query.copy()
+    nearest_neighbours(train, query, [5], search=search)
+    assert np.array_equal(train, train_before) and np.array_equal(query, query_before)

@@ -53,7 +53,9 @@ def unit_rows(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """[N, D] -> float64 [N, D] rows of unit L2 norm; all-zero rows stay zero (cosine 0, as in sklearn)."""
     x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     norms = x.norm(dim=1, keepdim=True)
-    return x.div_(torch.where(norms > 0, norms, torch.ones_like(norms)))
+    return x / torch.where(
+        norms > 0, norms, torch.ones_like(norms)
+    )  # not in place: x may be the caller's array
 
 
 def rounding_shift(low: torch.Tensor, unit64: torch.Tensor) -> torch.Tensor:
@@ -277,12 +279,9 @@ def _rounded_unit_rows(x: torch.Tensor, dtype, n_rows: int | None = None, per_ro
     shift = torch.empty(n, dtype=torch.float64)
     for lo in range(0, n, ROW_BLOCK):
         hi = min(n, lo + ROW_BLOCK)
-        block = unit64[lo:hi]
-        block.copy_(x[lo:hi])
-        norms = torch.linalg.vector_norm(block, dim=1, keepdim=True)
-        block.div_(torch.where(norms > 0, norms, torch.ones_like(norms)))
-        low[lo:hi] = block
-        shift[lo:hi] = rounding_shift(low[lo:hi], block)
+        unit64[lo:hi] = unit_rows(x[lo:hi])
+        low[lo:hi] = unit64[lo:hi]
+        shift[lo:hi] = rounding_shift(low[lo:hi], unit64[lo:hi])
     return unit64, low, shift if per_row else float(shift.max()) if n else 0.0
 
 
