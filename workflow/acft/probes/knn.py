@@ -16,9 +16,9 @@ O(chunk_size^2). ``float32`` and ``bfloat16`` screen with a matrix product in th
    at least t - 2b (it is at least t - b exactly, and screened within b of that);
 3. all train clips screened at >= t - 2b are re-scored exactly and ranked exactly.
 
-Finding them cheaply: the screened row is cut into groups of GROUP consecutive train clips; only the
-k_max + GROUP_MARGIN groups with the largest maxima are searched, which is complete when the next group's
-maximum is below t - 2b (else that query searches its whole row). ``auto`` picks the faster screening product
+Finding them cheaply: the screened row is cut into n_groups groups of GROUP train clips (strided: clips g,
+g + n_groups, ...); only the 2 k_max + GROUP_MARGIN groups with the largest maxima are searched, which is
+complete when the next group's maximum is below t - 2b (else that query searches its whole row). ``auto`` picks the faster screening product
 on this machine (timed once per process: bfloat16 where the CPU has AMX or AVX512-BF16, float32 elsewhere).
 faiss-cpu's exact IndexFlatIP was measured as a search engine: at 20k x 768 train and 5k queries it matched
 torch float32 matmul + topk within 5 %, both sgemm-bound, so it is not used.
