@@ -39,11 +39,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from common import FSDD, REPO, describe, repeat, summary, write_result
+from common import REPO, describe, fsdd_subset, repeat, summary, write_result
 from tqdm import tqdm
 
 from acft.data.cache import AudioCache
-from acft.data.manifest import build_manifest
 from acft.data.preprocess import preprocess
 from acft.embed import extract_embeddings, read_embeddings
 
@@ -53,8 +52,7 @@ from tiny_models import save_tiny_model  # noqa: E402
 
 def fsdd_at_16k(work: Path, clips: int) -> list[Path]:
     """First ``clips`` FSDD files -> manifest -> 16 kHz cache in work/sr16000; also one float WAV per clip."""
-    manifest = build_manifest("fsdd", {"adapter": "fsdd", "options": {"root": str(FSDD)}}, work)
-    manifest.sort_values("path").head(clips).to_parquet(work / "subset.parquet", index=False)
+    fsdd_subset(work, clips)
     preprocess(work / "subset.parquet", work / "sr16000", sample_rate=16000)
     cache, paths = AudioCache(work / "sr16000"), []
     (work / "wav16k").mkdir()

@@ -35,10 +35,9 @@ from pathlib import Path
 import librosa
 import numpy as np
 import torch
-from common import FSDD, describe, summary, timed, write_result
+from common import describe, fsdd_subset, summary, timed, write_result
 
 from acft.data.cache import AudioCache
-from acft.data.manifest import build_manifest
 from acft.data.preprocess import preprocess
 
 
@@ -50,9 +49,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        manifest = build_manifest("fsdd", {"adapter": "fsdd", "options": {"root": str(FSDD)}}, work)
-        subset = manifest.sort_values("path").head(args.clips)
-        subset.to_parquet(work / "subset.parquet", index=False)
+        subset = fsdd_subset(work, args.clips)
         paths, n = subset["path"].tolist(), len(subset)
 
         def ours() -> float:

@@ -68,6 +68,16 @@ def _git_commit() -> str:
     return (head.stdout.strip() or "unknown") + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def fsdd_subset(work: Path, clips: int):
+    """The first ``clips`` FSDD recordings (sorted by path) as a manifest, written to work/subset.parquet."""
+    from acft.data.manifest import build_manifest
+
+    manifest = build_manifest("fsdd", {"adapter": "fsdd", "options": {"root": str(FSDD)}}, work)
+    subset = manifest.sort_values("path").head(clips)
+    subset.to_parquet(work / "subset.parquet", index=False)
+    return subset
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     """(seconds, result) of one call."""
     start = time.perf_counter()
