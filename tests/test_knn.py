@@ -49,26 +49,28 @@ def brute_force_votes(neighbours, labels, n_classes, temperature):
 
 
 def tie_heavy_data(seed=0):
-    """Train clips are copies of 6 directions with different labels, so equal similarities abound;
+    """30 directions; 5 of them have 7 copies each with different labels, so equal similarities abound;
     class 3 has only two clips, so k = 5 exceeds it."""
     rng = np.random.default_rng(seed)
-    directions = rng.normal(size=(6, 8))
-    which = np.r_[np.repeat(np.arange(5), 7), [5, 5]]
+    directions = rng.normal(size=(30, 8))
+    which = np.r_[np.repeat(np.arange(5), 7), [5, 5], np.arange(6, 30)]
+    rng.shuffle(which)  # copies sit at scattered bank positions, where a BLAS may block them differently
     train = directions[which] * rng.choice(
         [1.0, 2.0, 4.0], size=(len(which), 1)
-    )  # powers of 2: exact rescaling
-    labels = np.r_[rng.integers(0, 3, 35), [3, 3]]
+    )  # powers of 2: exact rescaling, the same unit vector
+    labels = np.where(which == 5, 3, rng.integers(0, 3, len(which)))
     query = rng.normal(size=(40, 8))
     return train, labels, query
 
 
 @pytest.mark.parametrize("search", SEARCHES)
-@pytest.mark.parametrize("k", [1, 2, 5, 12, 37])
+@pytest.mark.parametrize("k", [1, 2, 5, 12, 61])
 def test_neighbours_and_votes_match_brute_force_loop_with_ties(search, k, small_groups):
     train, labels, query = tie_heavy_data()
     reference = brute_force_neighbours(train, query, k)
     found = nearest_neighbours(train, query, [k], chunk_size=7, search=search)
-    screened = 2 * k + knn.GROUP_MARGIN < 19  # 37 clips in groups of 2: 19 groups
+    assert found.stats["duplicate_train_rows"] == 61 - 30
+    screened = 2 * min(k, 30) + knn.GROUP_MARGIN < 15  # 30 distinct rows in groups of 2: 15 groups
     assert found.stats["search"] == (search if screened else "exact")
     for row, expected in zip(found.index[k].numpy(), reference, strict=True):
         assert set(row.tolist()) == {j for j, _ in expected}
@@ -100,10 +102,12 @@ def test_majority_vote_equals_sklearn_brute_cosine_in_float64(k, small_groups):
 
 
 @pytest.mark.parametrize("search", ["float32", "bfloat16"])
-def test_screen_searches_the_whole_row_when_ties_spill_past_the_searched_groups(search, small_groups):
-    """Copies of one clip fill more groups than are searched: the screen must look at the whole row."""
+def test_screen_searches_the_whole_row_when_near_ties_spill_past_the_searched_groups(search, small_groups):
+    """Near-copies of one clip (closer than the screen's error bound, distinct in float64) fill more groups
+    than are searched: the screen must look at the whole row."""
     rng = np.random.default_rng(0)
-    train = np.concatenate([rng.normal(size=(30, 8)), np.tile(rng.normal(size=(1, 8)), (40, 1))])
+    near_copies = np.tile(rng.normal(size=(1, 8)), (40, 1)) * (1 + 1e-9 * rng.normal(size=(40, 8)))
+    train = np.concatenate([rng.normal(size=(30, 8)), near_copies])
     query = train[-1:] + 0.3 * rng.normal(size=(20, 8))
     fast = nearest_neighbours(train, query, [1, 3, 5], chunk_size=16, search=search)
     exact = nearest_neighbours(train, query, [1, 3, 5], chunk_size=16, search="exact")
@@ -243,3 +247,21 @@ def test_search_leaves_the_callers_float64_arrays_unchanged(search):
     train_before, query_before = train.copy(), query.copy()
     nearest_neighbours(train, query, [5], search=search)
     assert np.array_equal(train, train_before) and np.array_equal(query, query_before)
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_copies_of_a_row_share_one_similarity_and_rank_by_index(search, small_groups):
+    """The tie contract: bitwise-equal unit rows (here at many bank positions and scales) get the same
+    similarity by construction, so they rank by train index on any BLAS; it holds for every chunking."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(40, 16))
+    copied = rng.normal(size=16)
+    train = base.copy()
+    positions = np.sort(rng.choice(40, size=12, replace=False))
+    train[positions] = copied * rng.choice([0.5, 1.0, 8.0], size=(12, 1))
+    query = copied + 0.05 * rng.normal(size=(30, 16))  # the copies are every query's nearest rows
+    for chunk_size in (3, 7, 64):
+        found = nearest_neighbours(train, query, [12, 15], chunk_size=chunk_size, search=search)
+        assert found.stats["duplicate_train_rows"] == 11
+        assert (found.index[12] == torch.as_tensor(positions)).all()
+        assert (found.sim[12] == found.sim[12][:, :1]).all()  # exactly equal, not merely close
