@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import tarfile
 import threading
 import zipfile
@@ -176,11 +178,90 @@ def test_tar_links_and_paths_pointing_outside_are_refused(tmp_path, members, lin
     assert list(dest.iterdir()) == []
 
 
-def test_links_inside_the_archive_are_kept(tmp_path):
-    archive = tmp_path / "ok.tar.gz"
-    archive.write_bytes(make_tar({"pkg/a.txt": b"alpha"}, (("pkg/same", "a.txt", tarfile.SYMTYPE),)))
-    safe_extract(archive, tmp_path / "out")
-    assert (tmp_path / "out" / "pkg" / "same").read_bytes() == b"alpha"
+def zip_with_symlink(name: str, target: str) -> bytes:
+    """A zip holding one regular file and a symlink entry, marked as Info-ZIP does in external_attr."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("pkg/a.txt", b"alpha")
+        link = zipfile.ZipInfo(name)
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        bundle.writestr(link, target)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name,data,message",
+    [
+        (
+            "ok.tar.gz",
+            make_tar({"pkg/a.txt": b"alpha"}, (("pkg/same", "a.txt", tarfile.SYMTYPE),)),
+            "symlink",
+        ),
+        (
+            "ok.tar.gz",
+            make_tar({"pkg/a.txt": b"alpha"}, (("pkg/same", "pkg/a.txt", tarfile.LNKTYPE),)),
+            "hardlink",
+        ),
+        ("ok.zip", zip_with_symlink("pkg/same", "a.txt"), "symlink"),
+    ],
+)
+def test_links_are_refused_even_pointing_inside_the_archive(tmp_path, name, data, message):
+    archive = tmp_path / name
+    archive.write_bytes(data)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(UnsafeArchiveError, match=rf"{name}: member 'pkg/same' is a {message}"):
+        safe_extract(archive, dest)
+    assert list(dest.iterdir()) == []  # checked before anything is written: not even pkg/a.txt
+
+
+def symlink_chain_tar(levels_up: int) -> bytes:
+    """The CVE-2025-4517 pattern: a symlink chain whose real path exceeds PATH_MAX hides an escape.
+
+    16 links ``a -> ddd…``, ``ddd…/b -> ddd…``, … make ``a/b/…/p`` really 16 long folders deep, too long for
+    os.path.realpath to resolve, so the last link ``a/…/p/lll… -> ../../…`` (really: the extraction folder)
+    and ``escape -> a/…/p/lll…/..`` (really: ``levels_up`` folders above it) look inside to a lexical check
+    and to tarfile's "data" filter before Python 3.11.13. A hardlink through ``escape`` then lets the next
+    member overwrite a file outside, and ``escape/planted.txt`` writes a new one.
+    """
+    component, steps = "d" * 247, "abcdefghijklmnop"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+
+        def add(name: str, kind: bytes, linkname: str = "", data: bytes | None = None) -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size = kind, linkname, len(data or b"")
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+        path = ""
+        for step in steps:
+            add(os.path.join(path, component), tarfile.DIRTYPE)
+            add(os.path.join(path, step), tarfile.SYMTYPE, component)
+            path = os.path.join(path, component)
+        long_link = os.path.join(*steps, "l" * 254)
+        add(long_link, tarfile.SYMTYPE, "../" * len(steps))
+        add("escape", tarfile.SYMTYPE, long_link + "/.." * levels_up)
+        add("victim_link", tarfile.LNKTYPE, "escape/victim.txt")
+        add("victim_link", tarfile.REGTYPE, data=b"overwritten\n")
+        add("escape/planted.txt", tarfile.REGTYPE, data=b"planted\n")
+    return buffer.getvalue()
+
+
+def test_symlink_chain_longer_than_path_max_is_refused_and_writes_nothing(server, tmp_path):
+    # download_and_extract unpacks into tmp_path/dl/.chain.<random>: two levels up is tmp_path
+    archive = symlink_chain_tar(levels_up=2)
+    server.files["/chain.tar"] = archive
+    victim = tmp_path / "victim.txt"
+    victim.write_text("original\n")
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    with pytest.raises(UnsafeArchiveError, match=r"chain\.tar: member 'a' is a symlink"):
+        download_and_extract(server.url("/chain.tar"), sha256(archive), tmp_path / "dl")
+    assert victim.read_text() == "original\n"
+    assert not (tmp_path / "planted.txt").exists()
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    # the verified archive is kept for inspection; nothing else appeared or changed
+    assert set(after) - set(before) == {tmp_path / "dl", tmp_path / "dl" / "chain.tar"}
+    assert {p: after[p] for p in before} == before
 
 
 def test_dropped_connection_is_resumed_with_a_range_request(server, tmp_path):

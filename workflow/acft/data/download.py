@@ -2,7 +2,7 @@
 
 An archive is fetched into ``<name>.part`` (a broken transfer resumes with an HTTP Range request), checked
 against its sha256 before anything is unpacked, and unpacked only after every member has been checked: no
-absolute path, no ``..`` escape, no symlink or hardlink pointing outside, no device file.
+absolute path, no ``..`` escape, no symlink or hardlink (wherever it points), no device file or FIFO.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import http.client
 import logging
 import os
 import shutil
+import stat
 import tarfile
 import urllib.error
 import urllib.parse
@@ -37,7 +38,7 @@ class ChecksumError(RuntimeError):
 
 
 class UnsafeArchiveError(RuntimeError):
-    """An archive member would be written outside the extraction directory."""
+    """An archive member would be written outside the extraction directory, or is a link or special file."""
 
 
 class IncompleteTransferError(ConnectionError):
@@ -120,41 +121,59 @@ def _inside(directory: str, target: str) -> bool:
     return os.path.commonpath([directory, target]) == directory
 
 
+def _refuse_link(archive: Path, kind: str, name: str, target: str | None) -> None:
+    # Dataset archives hold files and folders only. Checking where a link points is not enough: a chain of
+    # symlinks longer than PATH_MAX defeats both a lexical check and tarfile's "data" filter on Python < 3.11.13
+    # (CVE-2025-4517), so no link is extracted at all.
+    points_to = f" -> {target!r}" if target is not None else ""
+    raise UnsafeArchiveError(
+        f"{archive}: member {name!r} is a {kind}{points_to}; dataset archives must hold only regular files "
+        "and folders, so nothing was extracted"
+    )
+
+
 def _check_tar_member(member: tarfile.TarInfo, dest: str, archive: Path) -> None:
     target = os.path.normpath(os.path.join(dest, member.name))
     if os.path.isabs(member.name) or not _inside(dest, target):
-        raise UnsafeArchiveError(f"{archive.name}: member {member.name!r} would be written outside {dest}")
+        raise UnsafeArchiveError(f"{archive}: member {member.name!r} would be written outside {dest}")
     if member.issym():
-        link_target = os.path.normpath(os.path.join(os.path.dirname(target), member.linkname))
-        if os.path.isabs(member.linkname) or not _inside(dest, link_target):
-            raise UnsafeArchiveError(
-                f"{archive.name}: symlink {member.name!r} -> {member.linkname!r} points outside"
-            )
-    if member.islnk():  # hardlink names are relative to the archive root
-        link_target = os.path.normpath(os.path.join(dest, member.linkname))
-        if os.path.isabs(member.linkname) or not _inside(dest, link_target):
-            raise UnsafeArchiveError(
-                f"{archive.name}: hardlink {member.name!r} -> {member.linkname!r} points outside"
-            )
-    if member.isdev():
-        raise UnsafeArchiveError(f"{archive.name}: member {member.name!r} is a device or FIFO")
+        _refuse_link(archive, "symlink", member.name, member.linkname)
+    if member.islnk():
+        _refuse_link(archive, "hardlink", member.name, member.linkname)
+    if not (member.isreg() or member.isdir()):
+        raise UnsafeArchiveError(
+            f"{archive}: member {member.name!r} is a device, FIFO or other special file; nothing was extracted"
+        )
 
 
-def _check_zip_member(name: str, dest: str, archive: Path) -> None:
-    # zipfile writes symlink entries as plain files holding the link text, so names are all there is to check
+def _check_zip_member(info: zipfile.ZipInfo, dest: str, archive: Path) -> None:
+    name = info.filename
     target = os.path.normpath(os.path.join(dest, name))
     if os.path.isabs(name) or name.startswith("\\") or not _inside(dest, target):
-        raise UnsafeArchiveError(f"{archive.name}: member {name!r} would be written outside {dest}")
+        raise UnsafeArchiveError(f"{archive}: member {name!r} would be written outside {dest}")
+    # zipfile would write a symlink entry (Unix mode in the high 16 bits of external_attr) as a plain file
+    # holding the link text; refused like a tar link, since a dataset archive has no reason to hold one
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0 where the archiver recorded no Unix file type
+    if kind == stat.S_IFLNK:
+        _refuse_link(archive, "symlink", name, None)
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise UnsafeArchiveError(
+            f"{archive}: member {name!r} is a device, FIFO or other special file; nothing was extracted"
+        )
 
 
 def safe_extract(archive: Path, dest: Path) -> None:
-    """Unpack a tar or zip archive into ``dest`` after checking every member; none is written if one fails."""
+    """Unpack a tar or zip archive into ``dest`` after checking every member; none is written if one fails.
+
+    Only regular files and folders are accepted: an absolute path, a ``..`` escape, any symlink or hardlink and
+    any device or FIFO raises UnsafeArchiveError naming the archive and the member, before anything is written.
+    """
     dest_str = os.path.realpath(dest)
     name = archive.name.lower()
     if name.endswith(ZIP_SUFFIXES) or (not name.endswith(TAR_SUFFIXES) and zipfile.is_zipfile(archive)):
         with zipfile.ZipFile(archive) as bundle:
-            for member in bundle.namelist():
-                _check_zip_member(member, dest_str, archive)
+            for info in bundle.infolist():
+                _check_zip_member(info, dest_str, archive)
             bundle.extractall(dest)
     elif name.endswith(TAR_SUFFIXES) or tarfile.is_tarfile(archive):
         with tarfile.open(archive) as bundle:
