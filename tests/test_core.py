@@ -124,3 +124,55 @@ def test_atomic_path_leaves_nothing_behind_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new"
+
+
+def test_atomic_path_removes_what_a_killed_write_of_its_output_left(tmp_path):
+    target = tmp_path / "waveforms.npy"
+    stale = [tmp_path / ".waveforms.npy.a1b2c3d4.npy.tmp", tmp_path / ".waveforms.npy.zz_9yy_8.npy.tmp"]
+    kept = [
+        tmp_path / ".waveforms.npy.a1b2c3d4.tmp",  # another suffix: another writer's
+        tmp_path / ".index.parquet.a1b2c3d4.npy.tmp",  # another output's
+        tmp_path / ".waveforms.npy.x.a1b2c3d4.npy.tmp",  # the temp of output "waveforms.npy.x"
+        tmp_path / "waveforms.npy.a1b2c3d4.npy.tmp",  # not hidden: no temp name of ours
+    ]
+    for path in stale + kept:
+        path.write_text("left")
+    with atomic_path(target, suffix=".npy.tmp") as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert sorted(tmp_path.iterdir()) == sorted([target, *kept])
+
+
+def test_provenance_of_a_failed_job_is_never_left_beside_a_missing_output(tmp_path):
+    out, other = tmp_path / "model.safetensors", tmp_path / "curve.png"
+    # a record from an earlier run whose output Snakemake has since deleted
+    (tmp_path / "model.safetensors.provenance.json").write_text("{}")
+    with pytest.raises(RuntimeError):
+        with provenance.track([out, other], {}, rule="tune"):
+            out.write_text("weights")
+            raise RuntimeError("killed after the first output")
+    assert not list(tmp_path.glob("*.provenance.json"))
+    # the block ends without writing every output: no record for any of them
+    with pytest.raises(FileNotFoundError, match="curve.png"):
+        with provenance.track([out, other], {}, rule="tune"):
+            out.write_text("weights")
+    assert not list(tmp_path.glob("*.provenance.json"))
+
+
+def test_provenance_records_are_all_written_or_none(tmp_path, monkeypatch):
+    outputs = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    real_write_json, calls = provenance.write_json, []
+
+    def failing_second_write(path, obj):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real_write_json(path, obj)
+
+    monkeypatch.setattr(provenance, "write_json", failing_second_write)
+    with pytest.raises(OSError, match="disk full"):
+        with provenance.track(outputs, {}, rule="tables"):
+            for path in outputs:
+                path.write_text("x\n")
+    assert len(calls) == 2 and not list(tmp_path.glob("*.provenance.json"))
+    assert not list(tmp_path.glob(".*"))  # no temp file either

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,19 +20,36 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+log = logging.getLogger(__name__)
+TEMP_NAME = "[a-z0-9_]{8}"  # mkstemp's random part: 8 characters of tempfile's alphabet, never a dot
+
+
+def remove_stale_temps(path: Path, suffix: str) -> None:
+    """Remove ``.{name}.XXXXXXXX{suffix}`` files beside ``path``: what ``atomic_path`` left when killed.
+
+    A SIGKILL (out of memory, a cluster's time limit) skips the cleanup of ``atomic_path``. Snakemake never
+    runs two jobs for one output, so a temp file of this output at the start of a write is such a leftover.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{TEMP_NAME}{re.escape(suffix)}")
+    with os.scandir(path.parent) as entries:
+        stale = [e.path for e in entries if pattern.fullmatch(e.name) and not e.is_dir(follow_symlinks=False)]
+    for name in stale:
+        log.warning("removing %s, left by an interrupted write of %s", name, path)
+        Path(name).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    The temp file lives in the same directory so the final ``os.replace`` is atomic on POSIX.
+    The temp file lives in the same directory so the final ``os.replace`` is atomic on POSIX. Temp files an
+    interrupted earlier write of ``path`` left behind are removed first.
     """
     path = Path(path)
+    suffix = suffix if suffix is not None else ".tmp"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix if suffix is not None else ".tmp", dir=path.parent
-    )
+    remove_stale_temps(path, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

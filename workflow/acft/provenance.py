@@ -108,15 +108,30 @@ def provenance_path(output: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def track(outputs, config: Any, rule: str | None = None) -> Iterator[dict]:
-    """Time a block and, if it succeeds, write a provenance manifest beside each output.
+    """Time a block and, once it has succeeded and every output exists, write a provenance manifest beside each.
 
-    Yields a dict the caller may fill with extra facts (clip counts, chosen hyper-parameters).
+    Yields a dict the caller may fill with extra facts (clip counts, chosen hyper-parameters). A record never
+    outlives its output: records beside outputs that do not exist at the start (Snakemake deletes a job's
+    outputs before running it) are removed, and a block that fails, or ends without writing an output, writes
+    none. Each record is written atomically; if one write fails, the records this block wrote are removed.
+
+    Raises:
+        FileNotFoundError: the block succeeded but left an output unwritten (named).
     """
     if isinstance(outputs, (str, os.PathLike)):
         outputs = [outputs]
+    outputs = [Path(output) for output in outputs]
+    for output in outputs:
+        if not output.exists():
+            provenance_path(output).unlink(missing_ok=True)
     extra: dict = {}
     start_wall, start = time.time(), time.perf_counter()
     yield extra
+    missing = [str(output) for output in outputs if not output.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"rule {rule}: the job ended without writing {missing}; no provenance written"
+        )
     record = {
         "rule": rule,
         "config_hash": config_hash(config),
@@ -130,8 +145,15 @@ def track(outputs, config: Any, rule: str | None = None) -> Iterator[dict]:
         "wall_seconds": round(time.perf_counter() - start, 3),
         **extra,
     }
-    for output in outputs:
-        write_json(provenance_path(output), record)
+    written: list[Path] = []
+    try:
+        for output in outputs:
+            write_json(provenance_path(output), record)
+            written.append(provenance_path(output))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def read_provenance(output: str | os.PathLike) -> dict:

@@ -1,27 +1,22 @@
 """Decode, mix to mono, resample and crop/pad every manifest clip into the audio cache (see ``cache.py``).
 
-Resampling uses torchaudio's Kaiser-windowed sinc resampler with the "kaiser_best" settings of resampy/librosa
-(measured here: a 12 kHz tone folds into 44.1 -> 16 kHz output at -150 dB, against -55 dB with torchaudio's
-default Hann window), one precomputed kernel per (source rate, target rate) pair. Clips are decoded,
-resampled and appended to ``waveforms.npy`` batch by batch (its header, which holds the total length, is
-written last): memory stays flat for datasets much larger than RAM.
+Clips are decoded by soundfile and resampled one at a time with torchaudio's Kaiser-windowed sinc kernel at the
+"kaiser_best" settings of resampy/librosa (measured here: a 12 kHz tone folds into 44.1 -> 16 kHz output at
+-150 dB, against -55 dB with torchaudio's default Hann window). A clip's cached samples depend on that clip
+alone, never on its neighbours or on where a batch is cut.
 
-Per-clip overhead dominates for short clips, so each file is opened once, plain WAV files are parsed and read
-by ``wav.py`` (bit-identical to soundfile, which remains the fallback for every other file), and clips are
-resampled in batches of about ``BATCH_SAMPLES`` input samples, one matrix product per source rate and batch.
+Every clip's frame count is its manifest duration times its rate, so the cache's total length is known before
+the first file is decoded: ``waveforms.npy`` gets numpy's header for its final size, then each clip's samples
+in turn (memory stays flat for datasets much larger than RAM). A file whose decoded frame count or rate differs
+from its manifest entry stops the run naming the file.
 """
 
 from __future__ import annotations
 
-import io
-import itertools
 import logging
 import math
-import os
 import zlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,9 +26,8 @@ import torchaudio
 from tqdm import tqdm
 
 from ..io import atomic_path, write_json, write_parquet
-from . import wav
 from .cache import INDEX, WAVEFORMS
-from .manifest import QUANTILES, read_manifest
+from .manifest import QUANTILES, BadAudioError, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -45,38 +39,33 @@ KAISER_BEST = dict(
     resampling_method="sinc_interp_kaiser",
     beta=14.769656459379492,
 )
-BATCH_SAMPLES = 1 << 18  # input samples decoded and resampled together (1 MiB of float32)
-IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers per writev
-MATMUL_ROWS = 512  # unfolded rows per matrix product: the copied windows (~0.3 MB) stay in cache
-
-
-class Batch(NamedTuple):
-    """Clips of one source rate laid out for one resampling product (see ``Resampler.layout``)."""
-
-    signal: np.ndarray  # all clips' zero-padded input
-    slots: list[np.ndarray]  # each clip's samples, views of ``signal`` to fill
-    rate: int
-    lengths: list[int]
-    starts: list[int]  # each clip's first window row
-    rows: list[int]  # and its number of window rows
+MATMUL_ROWS = 512  # window rows per matrix product: the copied overlapping windows (~0.3 MB) stay in cache
 
 
 class Resampler:
-    """Caches one torchaudio Resample kernel per source rate (building the sinc kernel is the slow part).
+    """torchaudio's Resample kernel, one per source rate, applied to a clip as one blocked matrix product.
 
-    The kernel is applied as torchaudio's ``Resample`` does (zero-pad, strided correlation, interleave the
-    phases, crop), but as one matrix product over blocks of ``block`` consecutive output frames: torch's conv1d
-    is slow for a single input channel, and for small reduced source rates (8 -> 16 kHz: stride 1, a 137-tap
-    kernel) a plain unfold would copy every sample 137 times. Equal to ``Resample`` to float32 rounding.
-    Batches of clips (``many``, or ``layout`` + ``apply``) share one product, bit-identical to clip by clip.
+    The filter is torchaudio's (``transforms.Resample(..., **KAISER_BEST).kernel``); only its application is
+    ours. torchaudio correlates with conv1d, which for one input channel takes torch's im2col path (8 -> 16 kHz:
+    a stride-1, 137-tap kernel copies every sample 137 times). Here the kernel is applied as torchaudio applies
+    it (zero-pad, strided correlation, interleave the phases, crop), but to blocks of ``block`` consecutive
+    output frames, so the unfold stride is at least 32 samples. Equal to ``Resample`` to float32 rounding.
+
+    Kept because the library path is more than 1.3x slower here (AMD EPYC, one thread, 2026-12-04):
+    bench/bench_preprocess.py (2000 FSDD clips, 8 -> 16 kHz, 7 alternating runs) times this stage at 0.70 s
+    (median) and soundfile decode + ``torchaudio.transforms.Resample`` per clip alone, writing nothing, at
+    1.10 s (1.57x; 1.42-1.63x per run). Resampling alone (best of 7): 0.11 s against torchaudio's 0.50 s for
+    those clips; for 100 clips of 1 s, 0.12 against 0.22 s at 48 kHz, 0.034 against 0.041 s at 44.1 kHz, 0.028
+    against 0.037 s at 22.05 kHz. Batching clips into one product (the previous code) saved another 1.5x on
+    FSDD (decode + resample 0.24 against 0.36 s), but made a clip's rounding depend on its neighbours.
     """
 
     def __init__(self, target_rate: int):
         self.target_rate = target_rate
-        self._kernels: dict[int, tuple[torch.Tensor, int, int, int, int]] = {}
+        self._kernels: dict[int, tuple[torch.Tensor, int, int, int]] = {}
 
-    def _kernel(self, source_rate: int) -> tuple[torch.Tensor, int, int, int, int]:
-        """(block kernel [taps, block * new], width, orig, new, block) with orig/new the gcd-reduced rates."""
+    def _kernel(self, source_rate: int) -> tuple[torch.Tensor, int, int, int]:
+        """(block kernel [taps, block * new], width, orig, block) with orig/new the gcd-reduced rates."""
         if source_rate not in self._kernels:
             module = torchaudio.transforms.Resample(source_rate, self.target_rate, **KAISER_BEST)
             kernel, width = module.kernel[:, 0, :], module.width  # [new, taps]
@@ -87,77 +76,35 @@ class Resampler:
             blocked = torch.zeros(taps + (block - 1) * orig, block, new)
             for j in range(block):
                 blocked[j * orig : j * orig + taps, j, :] = kernel.T
-            self._kernels[source_rate] = (blocked.reshape(-1, block * new), width, orig, new, block)
+            self._kernels[source_rate] = (blocked.reshape(-1, block * new), width, orig, block)
         return self._kernels[source_rate]
 
     def __call__(self, samples: np.ndarray, source_rate: int) -> np.ndarray:
         """[n] float32 at ``source_rate`` -> [ceil(n * target / source)] float32 at the target rate."""
-        return self.many([samples], source_rate)[0]
-
-    def many(self, clips: list[np.ndarray], source_rate: int) -> list[np.ndarray]:
-        """Resample clips of one source rate with one matrix product, bit-identical to ``__call__`` per clip."""
-        if not clips:
-            return []
-        batch = self.layout([len(x) for x in clips], source_rate)
-        for x, slot in zip(clips, batch.slots, strict=True):
-            slot[:] = x
-        return self.apply(batch)
-
-    def layout(self, lengths: list[int], source_rate: int) -> Batch:
-        """A zeroed input signal for a batch of clips, with the slot of each clip's samples in it.
-
-        Fill the slots, then ``apply``. Each clip's input is zero-padded as torchaudio pads it, rounded up to
-        whole unfold strides, and laid out back to back: a clip's windows are then the same rows as on its
-        own (same values, same products), and one matrix product serves the whole batch.
-        """
         if source_rate == self.target_rate:
-            signal = np.empty(sum(lengths), dtype=np.float32)
-            return Batch(signal, np.split(signal, np.cumsum(lengths)[:-1]), source_rate, lengths, [], [])
-        kernel, width, orig, _, block = self._kernel(source_rate)
-        stride = block * orig
-        rows = [-(-(n // orig + 1) // block) for n in lengths]  # conv1d output frames, in blocks
-        spans = [-(-(r * stride + kernel.shape[0] - stride) // stride) for r in rows]  # padded, in strides
-        ends = np.cumsum(spans).tolist()
-        starts = [0] + ends[:-1]
-        signal = np.zeros(ends[-1] * stride, dtype=np.float32)
-        slots = [signal[s * stride + width :][:n] for s, n in zip(starts, lengths, strict=True)]
-        return Batch(signal, slots, source_rate, lengths, starts, rows)
-
-    def apply(self, batch: Batch) -> list[np.ndarray]:
-        """The resampled clips (views of one output array) of a batch from ``layout``, its slots filled."""
-        if batch.rate == self.target_rate:
-            return batch.slots
-        kernel, _, orig, _, block = self._kernel(batch.rate)
-        windows = torch.from_numpy(batch.signal).unfold(0, kernel.shape[0], block * orig)
-        out = self._correlate(windows, kernel)
-        for start, r in zip(batch.starts, batch.rows, strict=True):
-            if r == 1:  # as on its own: a one-row (matrix-vector) product, which rounds differently
-                torch.mm(windows[start : start + 1], kernel, out=out[start : start + 1])
-        out = out.numpy()
-        return [
-            out[start : start + r].reshape(-1)[: resampled_length(n, batch.rate, self.target_rate)]
-            for start, r, n in zip(batch.starts, batch.rows, batch.lengths, strict=True)
-        ]
-
-    @staticmethod
-    def _correlate(windows: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        """windows @ kernel in slices of MATMUL_ROWS rows (the overlapping windows are copied per slice).
-
-        No slice has a single row: BLAS computes a one-row product as a matrix-vector product, whose rounding
-        differs, and a clip's output would then depend on where the batch is cut.
-        """
-        bounds = list(range(0, windows.shape[0], MATMUL_ROWS)) + [windows.shape[0]]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
-            del bounds[-2]
-        out = torch.empty(windows.shape[0], kernel.shape[1])
-        for a, b in itertools.pairwise(bounds):
-            torch.mm(windows[a:b], kernel, out=out[a:b])
-        return out  # frame-major, phase-minor: torchaudio's interleaving of the phases
+            return samples
+        kernel, width, orig, block = self._kernel(source_rate)
+        n, stride = len(samples), block * orig
+        rows = -(-(n // orig + 1) // block)  # conv1d output frames of torchaudio's padded input, in blocks
+        signal = np.zeros(rows * stride + kernel.shape[0] - stride, dtype=np.float32)
+        signal[width : width + n] = samples  # torchaudio pads ``width`` zeros before the clip
+        windows = torch.from_numpy(signal).unfold(0, kernel.shape[0], stride)  # [rows, taps] (overlapping)
+        out = torch.empty(rows, kernel.shape[1])  # frame-major, phase-minor: torchaudio's interleaving
+        for first in range(0, rows, MATMUL_ROWS):
+            torch.mm(windows[first : first + MATMUL_ROWS], kernel, out=out[first : first + MATMUL_ROWS])
+        return out.numpy().reshape(-1)[: resampled_length(n, source_rate, self.target_rate)]
 
 
 def resampled_length(n: int, source_rate: int, target_rate: int) -> int:
     """Length torchaudio's resampler returns (``ceil(n * target / source)``)."""
     return n if source_rate == target_rate else math.ceil(n * target_rate / source_rate)
+
+
+def fitted_length(n: int, target: int | None, pad: bool) -> int:
+    """Length ``fit_length`` gives a clip of ``n`` samples."""
+    if target is None or (n < target and not pad):
+        return n
+    return target
 
 
 def fit_length(
@@ -187,116 +134,25 @@ def clip_rng(seed: int, clip_id: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(clip_id.encode())])
 
 
-class Source(NamedTuple):
-    """An opened clip: frame count, rate, and either undecoded WAV bytes or soundfile's mono samples."""
-
-    frames: int
-    rate: int
-    wav: wav.Clip | None
-    samples: np.ndarray | None
+def manifest_frames(duration_s: float, sample_rate: int) -> int:
+    """Frames of a clip from its manifest entry (the manifest stores frames / rate)."""
+    return round(duration_s * sample_rate)
 
 
-def mix_down(samples: np.ndarray) -> np.ndarray:
-    """[n] float32 mono of [n, channels] samples (channel mean)."""
-    return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
+def read_mono(path: str, frames: int, sample_rate: int) -> np.ndarray:
+    """[frames] float32 mono samples (channel mean) of ``path``, which must match its manifest entry.
 
-
-def open_source(path: str) -> Source:
-    """Read the file once: plain WAVs by ``wav.py`` (decoded later, into the batch), others by soundfile."""
-    try:
-        clip = wav.load(path)
-    except OSError:  # missing or unreadable: soundfile raises the error it always raised
-        clip = None
-    if clip is not None:
-        return Source(clip.header.frames, clip.header.samplerate, clip, None)
-    samples, rate = sf.read(path, dtype="float32", always_2d=True)
-    return Source(len(samples), int(rate), None, mix_down(samples))
-
-
-def fill(source: Source, out: np.ndarray) -> None:
-    """Write the clip's mono float32 samples into ``out``."""
-    if source.wav is None:
-        out[:] = source.samples
-    elif source.wav.header.channels == 1:
-        wav.decode(source.wav, out)  # straight into the batch: no intermediate array
-    else:
-        out[:] = mix_down(wav.decode(source.wav))
-
-
-def resample_batch(resample: Resampler, sources: list[Source]) -> list[np.ndarray]:
-    """Decode and resample a batch of clips (one matrix product per source rate); outputs in order."""
-    by_rate: dict[int, list[int]] = {}
-    for i, source in enumerate(sources):
-        by_rate.setdefault(source.rate, []).append(i)
-    out: list[np.ndarray] = [None] * len(sources)
-    for rate, indices in by_rate.items():
-        batch = resample.layout([sources[i].frames for i in indices], rate)
-        for i, slot in zip(indices, batch.slots, strict=True):
-            fill(sources[i], slot)
-        for i, samples in zip(indices, resample.apply(batch), strict=True):
-            out[i] = samples
-    return out
-
-
-def batches(clips: list[tuple[str, str]], limit: int) -> Iterator[list[tuple[str, Source]]]:
-    """(clip_id, opened source) of consecutive (clip_id, path) clips, about ``limit`` frames a batch."""
-    batch, total = [], 0
-    for clip_id, path in clips:
-        source = open_source(path)
-        batch.append((clip_id, source))
-        total += source.frames
-        if total >= limit:
-            yield batch
-            batch, total = [], 0
-    if batch:
-        yield batch
-
-
-def write_clips(
-    fd: int,
-    clips: list[tuple[str, str]],
-    resample: Resampler,
-    fit: Callable[[np.ndarray, str], np.ndarray],
-) -> tuple[list[int], int, int]:
-    """Decode, resample and fit (clip_id, path) clips, appending their samples to file ``fd`` in order.
-
-    Clips are processed in batches of about BATCH_SAMPLES input samples, each written with one gathering
-    ``writev``: many small writes (or page faults into a fresh memory map) cost more.
-
-    Returns:
-        The fitted length of every clip, and how many clips ``fit`` cropped and padded.
+    Raises:
+        BadAudioError: soundfile decodes another frame count or rate than the manifest's.
     """
-    lengths, cropped, padded = [], 0, 0
-    with tqdm(total=len(clips), desc=f"sr{resample.target_rate}", disable=None) as progress:
-        for batch in batches(clips, BATCH_SAMPLES):
-            resampled = resample_batch(resample, [source for _, source in batch])
-            fitted = [fit(x, clip_id) for (clip_id, _), x in zip(batch, resampled, strict=True)]
-            cropped += sum(len(y) < len(x) for x, y in zip(resampled, fitted, strict=True))
-            padded += sum(len(y) > len(x) for x, y in zip(resampled, fitted, strict=True))
-            write_all(fd, [np.ascontiguousarray(y, dtype=np.float32) for y in fitted])
-            lengths += [len(y) for y in fitted]
-            progress.update(len(batch))
-    return lengths, cropped, padded
-
-
-def write_all(fd: int, buffers: list) -> None:
-    """Write the buffers' bytes in order, gathered (``writev``: no packing copy), resuming partial writes."""
-    views = [memoryview(b).cast("B") for b in buffers]
-    first = 0
-    while first < len(views):
-        written = os.writev(fd, views[first : first + IOV_MAX])
-        while first < len(views) and written >= len(views[first]):
-            written -= len(views[first])
-            first += 1
-        if written:
-            views[first] = views[first][written:]
-
-
-def npy_header(n: int) -> bytes:
-    """The header np.save writes for [n] float32 (numpy pads it to a size independent of ``n``)."""
-    buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": (n,)})
-    return buffer.getvalue()
+    samples, rate = sf.read(path, dtype="float32", always_2d=True)
+    if (len(samples), rate) != (frames, sample_rate):
+        raise BadAudioError(
+            f"{path}: decoded {len(samples)} frames at {rate} Hz, but its manifest entry (duration_s, "
+            f"sample_rate) says {frames} frames at {sample_rate} Hz; the file changed after the manifest "
+            "was built (rerun the manifest step)"
+        )
+    return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
 
 
 def preprocess(
@@ -322,6 +178,9 @@ def preprocess(
 
     Returns:
         The cache index (clip_id, offset, length and the manifest's other columns).
+
+    Raises:
+        BadAudioError: a file decodes to another frame count or rate than its manifest entry says.
     """
     out_dir = Path(out_dir)
     if out_dir.name != f"sr{sample_rate}":
@@ -331,20 +190,29 @@ def preprocess(
     manifest = read_manifest(manifest_path)
     target = None if length_s is None else int(round(length_s * sample_rate))
 
-    def fit(samples: np.ndarray, clip_id: str) -> np.ndarray:
-        return fit_length(samples, target, crop, pad, clip_rng(seed, clip_id) if crop == "random" else None)
-
-    clips = list(zip(manifest["clip_id"].tolist(), manifest["path"].tolist(), strict=True))
-    with atomic_path(out_dir / WAVEFORMS, suffix=".npy.tmp") as tmp, open(tmp, "wb", buffering=0) as file:
-        write_all(file.fileno(), [npy_header(0)])  # placeholder: the total length is known at the end
-        lengths, cropped, padded = write_clips(file.fileno(), clips, Resampler(sample_rate), fit)
-        header = npy_header(sum(lengths))
-        if len(header) != len(npy_header(0)):
-            raise RuntimeError("numpy's .npy header size depends on the array length")
-        file.seek(0)
-        write_all(file.fileno(), [header])
-    lengths = np.asarray(lengths, dtype=np.int64)
+    rates = manifest["sample_rate"].astype(int).tolist()
+    frames = [manifest_frames(d, r) for d, r in zip(manifest["duration_s"], rates, strict=True)]
+    resampled = [resampled_length(n, rate, sample_rate) for n, rate in zip(frames, rates, strict=True)]
+    lengths = np.array([fitted_length(n, target, pad) for n in resampled], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+    resample = Resampler(sample_rate)
+    clips = zip(manifest["clip_id"], manifest["path"], frames, rates, lengths, strict=True)
+    # Written front to back, not through a memory map: on a full disk a write raises ENOSPC (and atomic_path
+    # removes the temp file), where a store into a memory-mapped sparse file kills the job with SIGBUS.
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+    with atomic_path(out_dir / WAVEFORMS, suffix=".npy.tmp") as tmp, open(tmp, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, header | {"shape": (int(lengths.sum()),)})
+        for clip_id, path, n, rate, length in tqdm(
+            clips, total=len(manifest), desc=f"sr{sample_rate}", disable=None
+        ):
+            rng = clip_rng(seed, clip_id) if crop == "random" else None
+            samples = fit_length(resample(read_mono(path, n, rate), rate), target, crop, pad, rng)
+            if len(samples) != length:  # every later offset in the index would be off
+                raise RuntimeError(f"{path}: {len(samples)} samples where the index expects {length}")
+            file.write(np.ascontiguousarray(samples, dtype=np.float32))
+    cropped = int(sum(n > length for n, length in zip(resampled, lengths, strict=True)))
+    padded = int(sum(n < length for n, length in zip(resampled, lengths, strict=True)))
 
     index = manifest.drop(columns=["path", "duration_s", "sample_rate"]).assign(
         offset=offsets, length=lengths
@@ -361,8 +229,8 @@ def preprocess(
             "clips": int(len(index)),
             "sample_rate": sample_rate,
             "length_s": length_s,
-            "cropped": int(cropped),
-            "padded": int(padded),
+            "cropped": cropped,
+            "padded": padded,
             "duration_s_quantiles": {str(q): round(float(np.quantile(seconds, q)), 4) for q in QUANTILES},
             "total_duration_s": round(float(seconds.sum()), 3),
         },
