@@ -12,14 +12,15 @@ reads it back (the embeddings checked below).
   and one model call on that clip alone, mean over its frames. Ours = length-bucketed batches of 32 with the
   attention mask, masked mean. Same computation, so the embeddings must agree to float32 rounding.
 - ``resemblyzer``: naive = the same computation one clip at a time with resemblyzer's own code: per file
-  ``sf.read``, ``wav_to_mel_spectrogram`` (the feature extractor) and one ``VoiceEncoder`` call on the whole
+  ``sf.read``, ``normalize_volume(-30 dBFS, increase_only)`` (``preprocess_wav``'s level step, which ours
+  applies too), ``wav_to_mel_spectrogram`` (the feature extractor) and one ``VoiceEncoder`` call on the whole
   clip. Ours = ``pooling: last`` with the 1.6 s window, resemblyzer's own read-out. For clips of at most 1.6 s
   (one window) the embeddings must agree to float32 rounding; longer clips are windowed by ours and run whole
   by the loop (reported separately, not compared). A second naive row times resemblyzer's README loop,
   ``preprocess_wav(path)`` + ``VoiceEncoder.embed_utterance``, for context only: it is not the same
-  embedding (``preprocess_wav`` normalises the volume and cuts silences with webrtcvad, ``embed_utterance``
+  embedding (``preprocess_wav`` also cuts silences with webrtcvad, ``embed_utterance``
   zero-pads a short clip to a full 160-frame partial and reads the LSTM after the padding) and it needs
-  ``webrtcvad`` (``pip install webrtcvad-wheels``); the row is skipped, and says so, without it.
+  ``webrtcvad`` (``webrtcvad-wheels``, installed by ``make setup``).
 
 Both sides run with one torch thread, the workflow's ``embed.threads`` default (and steadier on a shared machine).
 
@@ -96,14 +97,17 @@ def readme_resemblyzer(paths: list[Path]) -> np.ndarray:
 
 
 def naive_resemblyzer_same(paths: list[Path]) -> np.ndarray:
-    """resemblyzer's mel + network on each whole clip, one file at a time (the same embedding as ours)."""
+    """resemblyzer's levelling, mel + network on each whole clip, one file at a time (the same embedding as
+    ours)."""
     from resemblyzer import VoiceEncoder, wav_to_mel_spectrogram
+    from resemblyzer.audio import normalize_volume
 
     encoder = VoiceEncoder("cpu", verbose=False)
     rows = []
     with torch.inference_mode():
         for path in tqdm(paths, desc="naive resemblyzer", leave=False, disable=None):
             wav, _ = sf.read(path, dtype="float32")
+            wav = normalize_volume(wav, -30, increase_only=True)  # preprocess_wav's level step, as ours does
             rows.append(encoder(torch.from_numpy(wav_to_mel_spectrogram(wav))[None])[0].numpy())
     return np.stack(rows)
 

@@ -2,7 +2,8 @@
 
 Every transformers family is a tiny random-init model saved with save_pretrained (model and feature extractor)
 and loaded back through ``build_encoder``, the path a hub id takes. References are independent: the model called
-directly through transformers, brute-force loops, and frame counts of unpadded single clips.
+directly through transformers (its extractor called as the model card calls it, on real FSDD speech),
+brute-force loops, and frame counts of unpadded single clips.
 """
 
 from __future__ import annotations
@@ -13,12 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
+import torchaudio
 import transformers
+import yaml
 from safetensors.torch import load_file, save_file
 
 from acft.models import FAMILIES, build_encoder
+from acft.models.contract import check_trim_available
 from acft.models.pooling import average_windows, cut_windows, last_valid, masked_mean, pool, window_starts
+from acft.models.registry import DEFAULTS
+
+from conftest import REPO
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import TINY_BUILDERS, save_tiny_model  # noqa: E402
@@ -77,6 +85,32 @@ def test_registry_is_a_short_table_with_two_families():
     assert set(FAMILIES) == {"resemblyzer", "hf"}
     with pytest.raises(ValueError, match="unknown backbone family 'beats'"):
         build_encoder({"family": "beats"})
+
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def test_registry_defaults_are_the_schemas():
+    properties = yaml.safe_load(SCHEMA.read_text())["properties"]["backbones"]["additionalProperties"][
+        "properties"
+    ]
+    assert DEFAULTS == {key: sub["default"] for key, sub in properties.items() if key != "family"}
+
+
+def test_schema_fills_the_contract_keys_and_refuses_extractor_settings_for_resemblyzer():
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = {"backbones": {"r": {"family": "resemblyzer"}, "w": {"family": "hf", "source": "x", "extractor": {"do_normalize": False}}}}  # fmt: skip
+    validate(config, str(SCHEMA))
+    assert (
+        config["backbones"]["r"]["normalize_level"] is None
+        and config["backbones"]["r"]["trim_silence"] is False
+    )
+    assert config["backbones"]["w"]["extractor"] == {"do_normalize": False}
+    config = {"backbones": {"r": {"family": "resemblyzer", "extractor": {"do_normalize": False}}}}
+    with pytest.raises(WorkflowError, match="expected to be empty"):
+        validate(config, str(SCHEMA))
 
 
 @pytest.mark.parametrize("name", ALL_BACKBONES)
@@ -150,7 +184,9 @@ def test_training_path_is_differentiable(tiny_dirs, name):
     waveforms, lengths = padded_batch([int(0.5 * encoder.sample_rate), int(0.3 * encoder.sample_rate)])
     embeddings = encoder(waveforms, lengths)
     assert embeddings.shape == (2, encoder.embed_dim) and embeddings.requires_grad
-    embeddings.square().sum().backward()
+    # A loss on direction: resemblyzer's embedding is L2-normalised, so |e|^2 is constant (zero true gradient).
+    direction = torch.randn(encoder.embed_dim, generator=torch.Generator().manual_seed(0))
+    (embeddings @ direction).sum().backward()
     grads = [p.grad for p in encoder.parameters() if p.grad is not None]
     assert grads and any(float(g.abs().sum()) > 0 for g in grads)
 
@@ -338,3 +374,123 @@ def test_samples_beyond_a_clips_length_are_ignored(tiny_dirs, name):
     noisy[0, 5000:] = 0.5  # e.g. what an augmentation left in the padding
     with torch.inference_mode():
         torch.testing.assert_close(encoder(noisy, lengths), encoder(waveforms, lengths), atol=0, rtol=0)
+
+
+# ------------------------------------------------------------------------------------- input contracts
+
+
+@pytest.mark.parametrize(
+    ("name", "setting", "expected"),
+    [
+        ("resemblyzer", None, True),
+        ("resemblyzer", False, False),
+        ("wav2vec2_layer", None, False),
+        ("ast", True, True),
+    ],
+)
+def test_normalize_level_is_the_familys_unless_set(tiny_dirs, name, setting, expected):
+    encoder = build_encoder(backbone_cfg(tiny_dirs, name, normalize_level=setting))
+    contract = encoder.describe()["input_contract"]
+    assert encoder.contract.normalize_level is expected
+    assert contract["normalize_level"] == ("-30 dBFS RMS, increase only" if expected else None)
+    assert contract["sample_rate"] == encoder.sample_rate and contract["trim_silence"] is None
+
+
+@pytest.mark.parametrize("name", ["resemblyzer", "ast"])
+def test_level_step_makes_quiet_copies_embed_alike(tiny_dirs, name):
+    # Copies 20 and 40 dB quieter than a -21 dBFS clip: both are raised to -30 dBFS, so they embed alike.
+    waveforms, lengths = padded_batch([12000])
+    quiet = torch.cat([0.1 * waveforms, 0.01 * waveforms])
+    with torch.inference_mode():
+        on = build_encoder(backbone_cfg(tiny_dirs, name, normalize_level=True))(quiet, lengths.repeat(2))
+        off = build_encoder(backbone_cfg(tiny_dirs, name, normalize_level=False))(quiet, lengths.repeat(2))
+    torch.testing.assert_close(on[0], on[1], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(off[0], off[1], atol=1e-3)
+
+
+def test_trim_silence_needs_a_rate_webrtcvad_takes():
+    with pytest.raises(ValueError, match="webrtcvad accepts"):
+        check_trim_available(22050)
+
+
+@pytest.mark.parametrize("name", list(TINY_BUILDERS))
+def test_attention_mask_only_where_the_extractor_returns_one(tiny_dirs, name):
+    encoder = build_encoder(backbone_cfg(tiny_dirs, name))
+    seen = {}
+    forward = encoder.model.forward
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return forward(*args, **kwargs)
+
+    encoder.model.forward = spy
+    with torch.inference_mode():
+        encoder(*padded_batch([int(0.3 * encoder.sample_rate), int(0.5 * encoder.sample_rate)]))
+    takes_mask = bool(encoder.extractor.return_attention_mask)
+    assert takes_mask == (name in {"wav2vec2_layer", "hubert", "wavlm", "data2vec_audio"})
+    assert ("attention_mask" in seen) == takes_mask
+    assert encoder.describe()["input_contract"]["extractor"]["return_attention_mask"] == takes_mask
+
+
+def test_extractor_settings_override_the_checkpoints_and_unknown_ones_are_refused(tiny_dirs):
+    plain = build_encoder(backbone_cfg(tiny_dirs, "wav2vec2_layer", extractor={"do_normalize": False}))
+    assert plain.extractor.do_normalize is False
+    assert plain.describe()["input_contract"]["extractor"]["do_normalize"] is False
+    clip = padded_batch([8000])[0][0].numpy()
+    raw = plain.adapter.model_inputs([clip])["input_values"][0]
+    torch.testing.assert_close(raw, torch.from_numpy(clip))  # un-normalised: the clip itself
+    normalised = build_encoder(backbone_cfg(tiny_dirs, "wav2vec2_layer")).adapter.model_inputs([clip])
+    assert abs(float(normalised["input_values"].std()) - 1) < 1e-2
+    with pytest.raises(
+        ValueError, match=r"\['do_normalise'\] are not settings of its Wav2Vec2FeatureExtractor"
+    ):
+        build_encoder(backbone_cfg(tiny_dirs, "wav2vec2_layer", extractor={"do_normalise": False}))
+    with pytest.raises(ValueError, match="resemblyzer has no feature extractor"):
+        build_encoder(backbone_cfg(tiny_dirs, "resemblyzer", extractor={"do_normalize": False}))
+
+
+# Real speech for the reference tests: FSDD clips (8 kHz) of three speakers, of different lengths and levels.
+REFERENCE_CLIPS = ["3_nicolas_38", "0_jackson_0", "6_lucas_33"]
+# Pooling compared per family: AST's own pooled output (CLS and distillation tokens); the others are compared
+# as the mean over the frames that cover the clip.
+REFERENCE_POOLING = {"ast": "cls"}
+
+
+def reference_model(name: str, source: str):
+    """The model as a transformers user loads it: the audio tower of two-part checkpoints."""
+    if name == "whisper":
+        return transformers.WhisperModel.from_pretrained(source).encoder.eval()
+    if name == "clap":
+        return transformers.ClapModel.from_pretrained(source).audio_model.eval()
+    return transformers.AutoModel.from_pretrained(source).eval()
+
+
+@pytest.mark.parametrize("name", list(TINY_BUILDERS))
+def test_hf_embedding_is_the_model_card_pipeline_on_real_speech(tiny_dirs, fsdd_dir, name):
+    cfg = backbone_cfg(tiny_dirs, name, pooling=REFERENCE_POOLING.get(name, "mean"))
+    encoder = build_encoder(cfg)
+    extractor = transformers.AutoFeatureExtractor.from_pretrained(cfg["source"])
+    model = reference_model(name, cfg["source"])
+    rate = encoder.sample_rate
+    for clip_name in REFERENCE_CLIPS:
+        samples, source_rate = sf.read(fsdd_dir / "recordings" / f"{clip_name}.wav", dtype="float32")
+        clip = torchaudio.functional.resample(torch.from_numpy(samples), source_rate, rate)
+        n = len(clip)
+        assert n <= encoder.max_input_s * rate  # one window: the model sees the clip as its authors feed it
+        with torch.inference_mode():
+            ours = encoder(clip[None], torch.tensor([n]))[0]
+            inputs = extractor(clip.numpy(), sampling_rate=rate, return_tensors="pt")  # the model card's call
+            outputs = model(**inputs)
+        if name == "ast":
+            expected = outputs.pooler_output[0]
+        elif name == "clap":  # HTSAT's final map [1, C, F, T] -> mean over F, then over the covered frames
+            frames = outputs.last_hidden_state.mean(dim=2)[0]
+            expected = frames[:, : expected_fixed_window_frames(name, encoder, n, frames.shape[1])].mean(
+                dim=1
+            )
+        elif name == "whisper":
+            frames = outputs.last_hidden_state[0]
+            expected = frames[: expected_fixed_window_frames(name, encoder, n, frames.shape[0])].mean(dim=0)
+        else:  # one unpadded clip: every frame is the clip's
+            expected = outputs.last_hidden_state[0].mean(dim=0)
+        torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4, msg=f"{name} on {clip_name}")

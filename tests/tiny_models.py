@@ -118,8 +118,14 @@ def _clap():
         vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=20
     )
     config = tf.ClapConfig(audio_config=audio, text_config=text, projection_dim=16)
+    # truncation="rand_trunc": the mel variant an unfused model takes (the fusion variant stacks four channels).
     extractor = tf.ClapFeatureExtractor(
-        feature_size=16, sampling_rate=48000, hop_length=480, max_length_s=1, fft_window_size=1024
+        feature_size=16,
+        sampling_rate=48000,
+        hop_length=480,
+        max_length_s=1,
+        fft_window_size=1024,
+        truncation="rand_trunc",
     )
     return tf.ClapModel(config), extractor
 

@@ -3,19 +3,23 @@
 A backbone implements ``frame_features``: waveforms ``[B, N]`` at its sample rate plus lengths ``[B]`` ->
 one ``[B, T, D]`` frame-feature tensor per selected layer plus a ``[B, T]`` frame mask. ``Encoder`` turns that
 into pooled clip embeddings, cutting clips longer than the window into windows whose pooled embeddings are
-averaged. Tuning (``forward``) and extraction (``embed_layers``) run the same code, so they share pooling,
-layer and windowing by construction; ``describe`` records them in the metadata.
+averaged. Before that, the family's input contract (``contract.py``: level normalisation, silence trimming) is
+applied to each whole clip, as its authors apply it to a whole utterance. Tuning (``forward``) and extraction
+(``embed_layers``) run the same code, so they share contract, pooling, layer and windowing by construction;
+``describe`` records them in the metadata.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .contract import InputContract
 from .pooling import POOLERS, average_windows, cut_windows, pool
 
 LayerSpec = str | int
@@ -46,6 +50,7 @@ class Encoder(nn.Module, abc.ABC):
         max_input_s: longest input the backbone takes in one pass (its window or pre-training crop).
         embed_dim: D of the pooled embedding.
         layer_names: one name per selected layer ("last" or the index as a string), in config order.
+        contract: the input steps applied to each whole clip before windowing.
     """
 
     def __init__(
@@ -60,11 +65,13 @@ class Encoder(nn.Module, abc.ABC):
         pooling: str,
         window_s: float | None,
         hop_s: float | None,
+        contract: InputContract,
         n_special_tokens: int = 0,
         min_input_samples: int = 1,
     ):
         super().__init__()
-        self.family, self.source = family, source
+        self.family, self.source, self.contract = family, source, contract
+        self._caller_applied_contract = False  # see contract_applied_by_caller
         self.sample_rate, self.max_input_s, self.embed_dim = (
             int(sample_rate),
             float(max_input_s),
@@ -117,6 +124,10 @@ class Encoder(nn.Module, abc.ABC):
         Returns:
             {layer_name: [B, D] float32}, windows of long clips averaged.
         """
+        # The contract sees whole clips: resemblyzer levels a whole utterance before cutting its partials, so a
+        # quiet window of a long clip keeps its level relative to the rest.
+        if not self._caller_applied_contract:
+            waveforms, lengths = self.contract.apply(waveforms, lengths, self.sample_rate)
         waveforms, lengths = self._prepare(waveforms, lengths)
         windows, window_lengths, counts = cut_windows(waveforms, lengths, self.window, self.hop)
         frames, mask = self.frame_features(windows, window_lengths)
@@ -125,6 +136,16 @@ class Encoder(nn.Module, abc.ABC):
             pooled = self.finish(name, pool(layer_frames, mask, self.pooling, self.n_special_tokens))
             embeddings[name] = self.finish(name, average_windows(pooled, counts))
         return embeddings
+
+    @contextlib.contextmanager
+    def contract_applied_by_caller(self):
+        """Inside this block ``embed_layers`` skips the input contract: the caller applied it to whole clips
+        before cutting training crops from them (a crop must not be levelled again on its own)."""
+        previous, self._caller_applied_contract = self._caller_applied_contract, True
+        try:
+            yield
+        finally:
+            self._caller_applied_contract = previous
 
     def forward(self, waveforms: Tensor, lengths: Tensor) -> Tensor:
         """[B, N] float32 + [B] int64 -> [B, D] pooled embedding of the first selected layer (differentiable)."""
@@ -162,7 +183,7 @@ class Encoder(nn.Module, abc.ABC):
         return self
 
     def describe(self) -> dict:
-        """JSON-ready facts for metadata: family, source, layers, pooling, windowing, sample rate, size."""
+        """JSON-ready facts for metadata: family, source, layers, pooling, windowing, input contract, size."""
         return {
             "family": self.family,
             "source": self.source,
@@ -174,6 +195,7 @@ class Encoder(nn.Module, abc.ABC):
             "window_s": self.window_s,
             "hop_s": self.hop_s,
             "embed_dim": self.embed_dim,
+            "input_contract": self.contract.describe(self.sample_rate),
             "parameters": sum(p.numel() for p in self.parameters()),
         }
 

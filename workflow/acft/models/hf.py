@@ -1,22 +1,27 @@
 """Any transformers audio encoder, by hub id or local directory, behind the ``Encoder`` contract.
 
 Loading goes through AutoConfig / AutoFeatureExtractor / AutoModel, so the model's own feature extractor
-prepares its input. Two-part checkpoints keep only their audio tower (Whisper's encoder, CLAP's audio model).
-How inputs become frames differs per architecture, so each kind has a small adapter:
+prepares its input with the checkpoint's own settings (config ``extractor`` overrides named settings, e.g.
+``{do_normalize: false}``). Two-part checkpoints keep only their audio tower (Whisper's encoder, CLAP's audio
+model). An attention mask reaches the model only where its extractor says the model takes one
+(``return_attention_mask``), in every adapter. How inputs become frames differs per architecture, so each kind
+has a small adapter, each called as its model card calls the extractor on one clip:
 
-- waveform models (wav2vec2, HuBERT, WavLM, data2vec-audio, ...): batches are padded to the longest clip.
-  The attention mask is passed only where the feature extractor says the model takes one
-  (``return_attention_mask``); group-norm models such as wav2vec2-base get plain zero padding, as the
-  transformers docs prescribe, and their outputs then depend slightly on how much padding a batch has
-  (GroupNorm statistics and attention span the padding). data2vec-audio takes the mask but its stacked
-  positional convs still see padding near a clip's end. Length-bucketed extraction keeps padding small.
+- waveform models (wav2vec2, HuBERT, WavLM, data2vec-audio, ...): the extractor's ``do_normalize`` (zero mean,
+  unit variance) runs per clip over its own samples, and batches are padded to the longest clip.
+  Group-norm models such as wav2vec2-base get plain zero padding, as the transformers docs prescribe, and
+  their outputs then depend slightly on how much padding a batch has (GroupNorm statistics and attention span
+  the padding). data2vec-audio takes the mask but its stacked positional convs still see padding near a
+  clip's end. Length-bucketed extraction keeps padding small.
 - fixed-window models (AST, Whisper, CLAP): the feature extractor pads every clip to the model's fixed
-  window (AST max_length frames, Whisper's 30 s, CLAP's 10 s by repetition), so a clip's input never depends
-  on its batch; the frame mask is cropped to the frames that cover the clip.
+  window (AST: Kaldi fbank standardised with the dataset mean/std, padded to max_length = 1024 frames;
+  Whisper: log-mel of the 30 s frame; CLAP: 10 s by repetition, fusion or not as the model was trained), so a
+  clip's input never depends on its batch; the frame mask is cropped to the frames that cover the clip.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, ClapAudioM
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from .base import Encoder, LayerSpec
+from .contract import InputContract
 
 # fairseq's wav2vec 2.0 / HuBERT pre-training crop (max_sample_size 250k samples at 16 kHz): longer inputs
 # are windowed rather than shown to a waveform model at lengths it never saw.
@@ -55,6 +61,24 @@ class FrameAdapter:
     def __init__(self, model, extractor):
         self.model, self.extractor, self.config = model, extractor, model.config
         self.rate = int(extractor.sampling_rate)
+        # The model card's contract: models trained without a mask (wav2vec2-base, Whisper, AST, CLAP) get none.
+        self.passes_mask = bool(getattr(extractor, "return_attention_mask", False))
+
+    @property
+    def call_settings(self) -> dict:
+        """Extractor arguments this adapter passes beyond the checkpoint's settings (recorded in metadata)."""
+        return {}
+
+    def inputs(self, clips: list[np.ndarray]) -> dict[str, Tensor]:
+        """One clip per entry -> the extractor's tensors (the model card's call, batched)."""
+        return dict(self.extractor(clips, sampling_rate=self.rate, return_tensors="pt"))
+
+    def model_inputs(self, clips: list[np.ndarray]) -> dict[str, Tensor]:
+        """``inputs`` without an attention mask unless the extractor says the model takes one."""
+        inputs = self.inputs(clips)
+        if not self.passes_mask:
+            inputs.pop("attention_mask", None)
+        return inputs
 
     @property
     def embed_dim(self) -> int:
@@ -72,7 +96,6 @@ class WaveformAdapter(FrameAdapter):
 
     def __init__(self, model, extractor):
         super().__init__(model, extractor)
-        self.passes_mask = bool(extractor.return_attention_mask)
         # Group-norm conv front ends normalise over the padded length; data2vec-audio's stacked positional convs
         # re-read padding after the first layer. Only the others batch exactly.
         self.exact_batching = (
@@ -90,14 +113,18 @@ class WaveformAdapter(FrameAdapter):
             needed = (needed - 1) * stride + kernel
         self.min_input_samples = needed
 
+    @property
+    def call_settings(self) -> dict:
+        return {"padding": "longest"}
+
     def inputs(self, clips: list[np.ndarray]) -> dict[str, Tensor]:
-        # Always ask for the mask so the extractor normalises each clip over its own samples, not the padding.
-        inputs = self.extractor(
-            clips, sampling_rate=self.rate, padding=True, return_attention_mask=True, return_tensors="pt"
+        # Always ask for the mask so the extractor normalises each clip over its own samples, not the padding:
+        # each clip then gets exactly what the model card's one-clip call gives it (model_inputs drops the mask).
+        return dict(
+            self.extractor(
+                clips, sampling_rate=self.rate, padding=True, return_attention_mask=True, return_tensors="pt"
+            )
         )
-        if not self.passes_mask:
-            inputs.pop("attention_mask")
-        return dict(inputs)
 
     def frame_mask(self, lengths: Tensor, n_frames: int) -> Tensor:
         return _valid_frames(self.model._get_feat_extract_output_lengths(lengths), n_frames)
@@ -114,9 +141,6 @@ class ASTAdapter(FrameAdapter):
         self.frame_length, self.frame_shift = round(0.025 * self.rate), round(0.010 * self.rate)
         self.min_input_samples = self.frame_length
         self.max_input_s = (self.frame_length + (extractor.max_length - 1) * self.frame_shift) / self.rate
-
-    def inputs(self, clips: list[np.ndarray]) -> dict[str, Tensor]:
-        return dict(self.extractor(clips, sampling_rate=self.rate, return_tensors="pt"))
 
     def frame_mask(self, lengths: Tensor, n_frames: int) -> Tensor:
         config = self.config
@@ -139,11 +163,8 @@ class WhisperAdapter(FrameAdapter):
 
     def __init__(self, model, extractor):
         super().__init__(model, extractor)
+        # The extractor's default padding="max_length" gives exactly the n_samples the encoder requires.
         self.max_input_s = extractor.n_samples / self.rate
-
-    def inputs(self, clips: list[np.ndarray]) -> dict[str, Tensor]:
-        # padding="max_length" (the extractor's default) gives exactly the n_samples the encoder requires.
-        return dict(self.extractor(clips, sampling_rate=self.rate, return_tensors="pt"))
 
     def frame_mask(self, lengths: Tensor, n_frames: int) -> Tensor:
         hop = self.extractor.hop_length
@@ -163,15 +184,24 @@ class ClapAdapter(FrameAdapter):
     def embed_dim(self) -> int:
         return int(self.model.audio_encoder.num_features)
 
+    @property
+    def call_settings(self) -> dict:
+        # Clips never exceed the window, so truncation only picks the mel variant the model was trained on
+        # (fusion: HTK filters, four stacked copies; rand_trunc: Slaney filters, one channel).
+        return {"truncation": "fusion" if self.config.enable_fusion else "rand_trunc", "is_longer": False}
+
     def inputs(self, clips: list[np.ndarray]) -> dict[str, Tensor]:
-        # Clips never exceed the window, so truncation only picks the mel variant the model was trained on.
         # The extractor draws from numpy's global RNG (it marks a random clip "longer" for fusion training):
-        # its state is restored and is_longer cleared, so results depend neither on the batch nor on chance.
-        truncation = "fusion" if self.config.enable_fusion else "rand_trunc"
+        # its state is restored and is_longer cleared, which is what LAION-CLAP's HTSAT does in eval mode when
+        # no clip exceeds the window (htsat.py: forward_features(x, longer_idx=[])), so results depend neither
+        # on the batch nor on chance.
         state = np.random.get_state()
         try:
             inputs = self.extractor(
-                clips, sampling_rate=self.rate, truncation=truncation, return_tensors="pt"
+                clips,
+                sampling_rate=self.rate,
+                truncation=self.call_settings["truncation"],
+                return_tensors="pt",
             )
         finally:
             np.random.set_state(state)
@@ -214,6 +244,35 @@ def load_audio_model(source: str, *, revision: str | None, trust_remote_code: bo
     return getattr(model, tower) if tower else model
 
 
+def load_extractor(source: str, overrides: dict, *, revision: str | None, trust_remote_code: bool):
+    """The checkpoint's feature extractor with ``overrides`` (settings it already has) replacing its own."""
+    hub = dict(revision=revision, trust_remote_code=trust_remote_code)
+    extractor = AutoFeatureExtractor.from_pretrained(source, **hub)
+    if not overrides:
+        return extractor
+    settings = extractor.to_dict()
+    unknown = sorted(set(overrides) - set(settings))
+    if unknown:
+        known = sorted(key for key, value in settings.items() if isinstance(value, (bool, int, float, str)))
+        raise ValueError(
+            f"backbone {source}: extractor setting(s) {unknown} are not settings of its "
+            f"{type(extractor).__name__}; it has {known}"
+        )
+    # Passed to from_pretrained, the overrides replace saved values before __init__, so derived values
+    # (Whisper's n_samples from chunk_length, mel filters from feature_size) follow them.
+    return AutoFeatureExtractor.from_pretrained(source, **hub, **overrides)
+
+
+def extractor_settings(extractor, adapter: FrameAdapter) -> dict:
+    """The scalar settings the extractor runs with, plus the adapter's call arguments (JSON-ready)."""
+    settings = {
+        key: value
+        for key, value in extractor.to_dict().items()
+        if isinstance(value, (bool, int, float, str)) and not key.startswith("_")
+    }
+    return {**settings, **adapter.call_settings, "return_attention_mask": adapter.passes_mask}
+
+
 def adapter_for(model, extractor) -> FrameAdapter:
     model_type = model.config.model_type
     if model_type in ADAPTERS:
@@ -240,13 +299,15 @@ class HFEncoder(Encoder):
         pooling: str,
         window_s: float | None,
         hop_s: float | None,
+        contract: InputContract,
+        extractor_overrides: dict,
         revision: str | None = None,
         trust_remote_code: bool = False,
     ):
         if not source:
             raise ValueError("backbone family 'hf' needs `source` (a hub id or a local model directory)")
         hub = dict(revision=revision, trust_remote_code=trust_remote_code)
-        extractor = AutoFeatureExtractor.from_pretrained(source, **hub)
+        extractor = load_extractor(source, extractor_overrides, **hub)
         if int(extractor.sampling_rate) != int(sample_rate):
             raise ValueError(
                 f"backbone {source}: config sample_rate {sample_rate} != its feature extractor's "
@@ -265,6 +326,7 @@ class HFEncoder(Encoder):
             pooling=pooling,
             window_s=window_s,
             hop_s=hop_s,
+            contract=replace(contract, extractor=extractor_settings(extractor, adapter)),
             n_special_tokens=adapter.n_special_tokens,
             min_input_samples=adapter.min_input_samples,
         )
@@ -289,7 +351,7 @@ class HFEncoder(Encoder):
         device = waveforms.device
         inputs = {
             key: value.to(device, torch.float32 if value.is_floating_point() else value.dtype)
-            for key, value in self.adapter.inputs(clips).items()
+            for key, value in self.adapter.model_inputs(clips).items()
         }
         wants_hidden = any(layer != "last" for layer in self.layers)
         outputs = self.model(**inputs, output_hidden_states=wants_hidden)

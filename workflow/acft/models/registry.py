@@ -11,11 +11,17 @@ Per-family defaults (every key can be overridden in the config's ``backbones`` s
 
 The window hop defaults to the window (no overlap). ``pooling: cls`` exists only for AST (mean of its CLS and
 distillation tokens); ``pooling: last`` reads the last valid frame (resemblyzer's own embedding).
+
+Input contracts (``contract.py``; every step has a config key): resemblyzer raises each clip to -30 dBFS RMS
+(``normalize_level``, on unless set false) and can trim long silences (``trim_silence``, off); an ``hf`` model
+gets what its feature extractor does with the checkpoint's settings (``extractor`` overrides named ones) and no
+level step unless ``normalize_level: true``.
 """
 
 from __future__ import annotations
 
 from .base import Encoder, parse_layers
+from .contract import InputContract, check_trim_available
 from .hf import HFEncoder
 from .resemblyzer import ResemblyzerEncoder
 
@@ -29,17 +35,41 @@ DEFAULTS = {
     "trust_remote_code": False,
     "revision": None,
     "freeze": [],
+    "normalize_level": None,
+    "trim_silence": False,
+    "extractor": {},
 }
+
+# What `normalize_level: null` means per family: whether its authors' pipeline levels clips before the network.
+# resemblyzer's preprocess_wav raises every wav to -30 dBFS; transformers extractors do their own normalising.
+AUTHORS_LEVEL_NORMALISATION = {"resemblyzer": True, "hf": False}
+
+
+def input_contract(family: str, cfg: dict) -> InputContract:
+    """The config's ``normalize_level`` (null = the family's authors' choice) and ``trim_silence``, checked."""
+    level = cfg["normalize_level"]
+    contract = InputContract(
+        normalize_level=AUTHORS_LEVEL_NORMALISATION[family] if level is None else bool(level),
+        trim_silence=bool(cfg["trim_silence"]),
+    )
+    if contract.trim_silence:
+        check_trim_available(int(cfg["sample_rate"]))
+    return contract
 
 
 def _resemblyzer(cfg: dict) -> Encoder:
     if int(cfg["sample_rate"]) != 16000:
         raise ValueError(f"backbone resemblyzer runs at 16000 Hz, config sample_rate is {cfg['sample_rate']}")
+    if cfg["extractor"]:
+        raise ValueError(
+            f"backbone resemblyzer has no feature extractor; `extractor` {cfg['extractor']} is for hf backbones"
+        )
     return ResemblyzerEncoder(
         layers=parse_layers(cfg["layer"]),
         pooling=cfg["pooling"],
         window_s=cfg["window_s"],
         hop_s=cfg["hop_s"],
+        contract=input_contract("resemblyzer", cfg),
     )
 
 
@@ -51,6 +81,8 @@ def _hf(cfg: dict) -> Encoder:
         pooling=cfg["pooling"],
         window_s=cfg["window_s"],
         hop_s=cfg["hop_s"],
+        contract=input_contract("hf", cfg),
+        extractor_overrides=dict(cfg["extractor"]),
         revision=cfg["revision"],
         trust_remote_code=bool(cfg["trust_remote_code"]),
     )
@@ -64,8 +96,9 @@ def build_encoder(backbone_cfg: dict) -> Encoder:
 
     Args:
         backbone_cfg: {"family": "resemblyzer" | "hf", "source", "sample_rate", "layer", "pooling", "window_s",
-            "hop_s", "trust_remote_code", "revision", "freeze"}; missing keys take ``DEFAULTS``. ``freeze`` is
-            applied by the tuner through ``Encoder.freeze``.
+            "hop_s", "trust_remote_code", "revision", "freeze", "normalize_level", "trim_silence", "extractor"};
+            missing keys take ``DEFAULTS`` (the schema's defaults). ``freeze`` is applied by the tuner through
+            ``Encoder.freeze``.
 
     Returns:
         The ``Encoder``; a tuned checkpoint loads with ``encoder.load_state_dict(load_file(path))``.

@@ -1,17 +1,22 @@
 """Resemblyzer's GE2E speaker encoder, rebuilt here around the weights its PyPI wheel ships.
 
-resemblyzer==0.1.4 is installed without its dependencies (webrtcvad, librosa), so it is never imported: we only
-locate its ``pretrained.pt`` (Apache-2.0) and load the tensors into our own module. Architecture and front end
+resemblyzer==0.1.4 is installed without its dependencies, and this module never imports it: we only locate its
+``pretrained.pt`` (Apache-2.0) and load the tensors into our own module (the tests import it as a reference). Architecture and front end
 follow resemblyzer's ``voice_encoder.py`` and ``audio.py`` (Wan et al. 2018, "Generalized End-to-End Loss for
 Speaker Verification"): a power (not log) 40-band Slaney mel spectrogram at 16 kHz with a 25 ms window and a
 10 ms hop, a 3-layer LSTM(40 -> 256), Linear(256 -> 256), ReLU and L2 normalisation. resemblyzer reads the last
-LSTM step of 1.6 s partial utterances; ``pooling: last`` with the default 1.6 s window does the same
-(bench/bench_extract.py: equal to resemblyzer's own mel + ``VoiceEncoder.forward`` to float32 rounding on FSDD
-clips of up to 1.6 s), and ``pooling: mean`` (the default) averages the per-frame embeddings instead.
+LSTM step of 1.6 s partial utterances; ``pooling: last`` with the default 1.6 s window does the same, and
+``pooling: mean`` (the default) averages the per-frame embeddings instead.
 
-Not reproduced: resemblyzer's ``preprocess_wav`` (volume normalisation and webrtcvad silence trimming) -- the
-audio cache is the one preprocessing every backbone shares -- and, for clips shorter than 1.6 s, the zero
-padding ``embed_utterance`` adds before its single partial: we read the clip's last real frame instead.
+Input contract (``contract.py``), as resemblyzer's ``preprocess_wav`` prepares a wav: 16 kHz mono (the audio
+cache), raised to -30 dBFS RMS and never lowered (config ``normalize_level``, on by default: the mel is power,
+not log, so level would otherwise reach the network as a speaker cue or a nuisance), then long silences cut with
+webrtcvad (``trim_silence``, off by default). Both run on the whole clip before it is cut into 1.6 s windows,
+as resemblyzer levels the whole wav before ``embed_utterance`` cuts its partials. With the same 16 kHz clip,
+``pooling: last`` and a clip of at most 1.6 s, the embedding equals ``VoiceEncoder`` on ``preprocess_wav``'s
+output (tests/test_resemblyzer.py). Not reproduced: for clips shorter than 1.6 s, the zero padding
+``embed_utterance`` adds before its single partial (we read the clip's last real frame instead), and its
+overlapping partials of longer clips (windows here are ``window_s``/``hop_s``, each with its own mel edges).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from .base import Encoder, LayerSpec
+from .contract import InputContract
 
 SAMPLE_RATE = 16000
 N_FFT = 400  # 25 ms window
@@ -155,7 +161,15 @@ class ResemblyzerEncoder(Encoder):
     never reaches a valid frame.
     """
 
-    def __init__(self, *, layers: list[LayerSpec], pooling: str, window_s: float | None, hop_s: float | None):
+    def __init__(
+        self,
+        *,
+        layers: list[LayerSpec],
+        pooling: str,
+        window_s: float | None,
+        hop_s: float | None,
+        contract: InputContract,
+    ):
         for layer in layers:
             if layer != "last" and not (1 <= abs(layer) <= LSTM_LAYERS):
                 raise ValueError(
@@ -172,6 +186,7 @@ class ResemblyzerEncoder(Encoder):
             pooling=pooling,
             window_s=window_s,
             hop_s=hop_s,
+            contract=contract,
         )
         self.front_end = MelFrontEnd()
         self.model = load_packaged_network()
