@@ -75,7 +75,9 @@ def test_unknown_adapter_and_unknown_option_are_named():
     with pytest.raises(ValueError, match="fold_count"):
         check_options("esc50", {"root": "/x", "fold_count": 5})
     check_options("esc50", {"root": "/x", "subset": "esc10"})
-    check_options("demo_mixtures", {"anything": 1})  # the renderer validates its own options
+    check_options("demo_mixtures", {"n_train": 10, "notes_max": 2})  # the renderer's dataclass fields
+    with pytest.raises(ValueError, match="'n_trian'.*did you mean 'n_train'"):
+        check_options("demo_mixtures", {"n_trian": 10})
 
 
 def test_tasks_and_fold_counts_follow_the_options():

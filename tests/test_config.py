@@ -8,11 +8,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from acft.plan import ConfigError, check_config, validate_config
+
 from conftest import REPO
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 DEMO = yaml.safe_load((REPO / "config.yaml").read_text())
-SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
+# a user's CSV dataset with the misspelt option of issue 12 (label_delimiter)
+MISSPELT_CSV = {
+    "adapter": "csv",
+    "options": {"root": "/data/mine", "csv": "mine.csv", "label_delimeter": ";"},
+}
 
 
 def dry_run(tmp_path, config) -> subprocess.CompletedProcess:
@@ -55,6 +63,13 @@ def edited(**changes):
         (edited(backbones__resemblyzer__pooling="max"), ["max", "pooling"]),
         (edited(preprocess__on_bad_audio="ignore"), ["ignore", "on_bad_audio"]),
         (edited(methods__supcon__loss="simclr"), ["simclr", "loss"]),
+        (edited(probes__linear__weight_decay_grid=[-0.1]), ["probes.linear.weight_decay_grid[0]"]),
+        (edited(report__headline_k=7), ["report.headline_k", "probes.knn.k"]),
+        (edited(datasets__mine=MISSPELT_CSV), ["datasets.mine.options", "label_delimeter"]),
+        (  # the demo renderer's options are checked at start too
+            edited(datasets__instruments__options__max_notes_per_zon=4),
+            ["datasets.instruments.options", "max_notes_per_zon", "max_notes_per_zone"],
+        ),
     ],
 )
 def test_bad_key_or_value_stops_the_run_naming_it(tmp_path, config, names):
@@ -72,6 +87,75 @@ def test_undefined_method_in_an_experiment_is_named(tmp_path):
     result = dry_run(tmp_path, config)
     assert result.returncode != 0
     assert "experiments[0].methods: 'simclr'" in result.stderr + result.stdout
+
+
+def test_a_schema_error_is_one_line_naming_the_key(tmp_path):
+    result = dry_run(tmp_path, edited(tune__epochs="eight"))
+    output = result.stderr + result.stdout
+    assert result.returncode != 0
+    assert "tune.epochs: 'eight' is not of type 'integer'" in output
+    assert "Failed validating" not in output and "On instance" not in output  # no sub-schema dump
+
+
+def start_up_error(config: dict) -> str:
+    """The message of the start-up checks (schema, then the checks it cannot express) for ``config``."""
+    with pytest.raises(ConfigError) as error:
+        validate_config(config, SCHEMA_PATH)
+        check_config(config)
+    return str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "line"),
+    [
+        (
+            edited(tune__lr_candidates=[1.0e-4, -1.0e-4]),
+            "tune.lr_candidates[1]: -0.0001 is less than or equal to the minimum of 0",
+        ),
+        (
+            edited(tune__lr_candidates=[0.0]),
+            "tune.lr_candidates[0]: 0.0 is less than or equal to the minimum",
+        ),
+        (
+            edited(probes__linear__weight_decay_grid=[0.0, -1.0e-3]),
+            "probes.linear.weight_decay_grid[1]: -0.001 is less than the minimum of 0",
+        ),
+        (edited(probes__knn__shots=[0]), "probes.knn.shots[0]: 0 is less than the minimum of 1"),
+        (
+            edited(report__headline_k=7),
+            "report.headline_k: 7 is not among probes.knn.k [1, 5, 10, 20, 50], so every kNN column",
+        ),
+        (
+            edited(report__headline_k=3, probes__knn__k=[1, 5]),
+            "report.headline_k: 3 is not among probes.knn.k [1, 5]",
+        ),
+        (
+            edited(datasets__mine=MISSPELT_CSV),
+            "datasets.mine.options: adapter 'csv': unknown option(s) ['label_delimeter'] "
+            "('label_delimeter': did you mean 'label_delimiter'?)",
+        ),
+        (edited(datasets__mine={"adapter": "csvv"}), "datasets.mine.adapter: unknown dataset adapter 'csvv'"),
+    ],
+)
+def test_start_up_checks_name_the_key(config, line):
+    assert line in start_up_error(config)
+
+
+def test_every_schema_error_is_listed_one_line_each():
+    config = edited(tune__epochs="eight", probes__linear__weight_decay_grid=[-1.0], surprise=1)
+    message = start_up_error(config)
+    assert message.splitlines()[1:] == [
+        "  (top level): Additional properties are not allowed ('surprise' was unexpected)",
+        "  probes.linear.weight_decay_grid[0]: -1.0 is less than the minimum of 0",
+        "  tune.epochs: 'eight' is not of type 'integer'",
+    ]
+
+
+def test_validation_fills_in_the_defaults():
+    config = copy.deepcopy(DEMO)
+    validate_config(config, SCHEMA_PATH)
+    assert config["report"]["headline_k"] == 5 and config["probes"]["knn"]["k"] == [1, 5, 10, 20, 50]
+    check_config(config)  # the demo passes
 
 
 def walk(schema, path="config"):
@@ -107,3 +191,27 @@ def test_every_object_rejects_unknown_keys():
 
     for path, schema in objects(SCHEMA):
         assert schema.get("additionalProperties") is False, f"{path} accepts unknown keys"
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    text = (REPO / "config.yaml").read_text() + "oops: [unclosed\n"
+    (tmp_path / "config.yaml").write_text(text)
+    result = subprocess.run(
+        [
+            SNAKEMAKE,
+            "-n",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    line = text.count("\n") + 1  # the parser stops at the end of the stream, after the last line
+    output = result.stdout + result.stderr  # Snakemake prints its errors to stdout
+    assert f'in "config.yaml", line {line}' in output, output[-2000:]

@@ -1,7 +1,10 @@
 """The canonical manifest: contract checks, stats, and bad audio in both modes (error naming the file, or a
 listed and counted skip), through the real folder importer."""
 
+import contextlib
 import json
+import os
+import signal
 
 import numpy as np
 import pandas as pd
@@ -9,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from acft.data.manifest import BadAudioError, build_manifest, validate_manifest
+from acft.data.manifest import BadAudioError, build_manifest, inspect_audio, validate_manifest
 
 
 def tone(seconds=0.2, rate=8000):
@@ -107,3 +110,62 @@ def test_validate_manifest_rejects_broken_contracts():
         validate_manifest(good.assign(split=["train", "dev"]))
     with pytest.raises(ValueError, match="lists of strings"):
         validate_manifest(good.assign(labels=["l", ["m"]]))
+
+
+@contextlib.contextmanager
+def deadline(seconds):
+    """Fail instead of hanging: SIGALRM interrupts a blocking open() (of a FIFO without a writer)."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def corpus_with_fifo(tmp_path):
+    """Two good clips per class folder and a FIFO named like a clip (opening it would wait for a writer)."""
+    root = tmp_path / "sounds"
+    for label in ("bird", "car"):
+        (root / label).mkdir(parents=True)
+        for i in range(2):
+            sf.write(root / label / f"{label}_{i}.wav", tone(), 8000)
+    os.mkfifo(root / "car" / "x.wav")
+    return root
+
+
+def test_a_fifo_named_like_a_clip_stops_the_run_naming_it(corpus_with_fifo, tmp_path):
+    out = tmp_path / "data"
+    with deadline(20), pytest.raises(BadAudioError, match=r"car/x\.wav: not a regular file but a FIFO"):
+        build_manifest("mine", folder_dataset(corpus_with_fifo), out, on_bad_audio="error")
+    assert not (out / "manifest.parquet").exists()
+
+
+def test_a_fifo_named_like_a_clip_is_skipped_listed_and_counted(corpus_with_fifo, tmp_path, caplog):
+    out = tmp_path / "data"
+    with deadline(20), caplog.at_level("WARNING", logger="acft.data.manifest"):
+        manifest = build_manifest("mine", folder_dataset(corpus_with_fifo), out, on_bad_audio="skip")
+    assert len(manifest) == 4
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert skipped["clip_id"].tolist() == ["car/x.wav"]
+    assert "not a regular file but a FIFO" in skipped["reason"][0] and "x.wav" in caplog.text
+    assert json.loads((out / "stats.json").read_text())["skipped"] == 1
+
+
+def test_adapters_list_a_fifo_so_the_manifest_step_can_name_it(tmp_path):
+    from acft.data.adapters.common import audio_files
+
+    (tmp_path / "sub.wav").mkdir()  # a directory named like a clip is no clip
+    sf.write(tmp_path / "a.wav", tone(), 8000)
+    os.mkfifo(tmp_path / "b.wav")
+    assert [p.name for p in audio_files(tmp_path)] == ["a.wav", "b.wav"]
+    with deadline(20), pytest.raises(BadAudioError, match="not a regular file but a FIFO"):
+        inspect_audio(str(tmp_path / "b.wav"))
+    with pytest.raises(BadAudioError, match="not a regular file but a directory"):
+        inspect_audio(str(tmp_path / "sub.wav"))

@@ -85,10 +85,10 @@ def test_run_knn_writes_valid_rows_per_layer_shot_and_k(fixed_split_file, tmp_pa
 
 def test_run_linear_and_geometry_rows(fixed_split_file, tmp_path):
     path, vocab, _ = fixed_split_file
-    settings = {"lr_grid": [1.0], "weight_decay_grid": [0.0, 0.01], "max_iter": 30, "probe_seeds": [0, 1]}
+    settings = {"weight_decay_grid": [0.0, 0.01], "max_iter": 30, "probe_seeds": [0, 1]}
     rows = run_linear(path, vocab, tmp_path / "linear.parquet", fold=0, identity=IDENTITY, settings=settings)
     assert set(rows.probe_seed) == {0, 1} and set(rows.probe) == {"linear"}
-    assert {"accuracy", "macro_f1", "chosen_lr", "chosen_weight_decay"} == set(rows.metric)
+    assert {"accuracy", "macro_f1", "chosen_weight_decay"} == set(rows.metric)
     assert rows[(rows.layer == "last") & (rows.metric == "accuracy")].value.min() > 0.9
     geometry_rows = run_geometry(
         path, vocab, tmp_path / "geometry.parquet", fold=0, identity=IDENTITY, settings={"max_clips": 20}

@@ -6,7 +6,15 @@ backbone: it is extracted once per dataset and backbone and evaluated in every f
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError, best_match
+
+from .methods import TRAINING_DEFAULTS
 
 
 class ConfigError(ValueError):
@@ -30,6 +38,8 @@ LOSS_PARAMS = {
     "bce": (),
     "supcon": ("temperature",),
     "jaccard_supcon": ("temperature", "jaccard_threshold", "jaccard_power"),
+    "jaccard_supcon_count": ("temperature", "jaccard_threshold"),
+    "mulsupcon": ("temperature",),
     "supcon_ce": ("temperature", "ce_weight"),
 }
 
@@ -40,9 +50,11 @@ def is_frozen(config: dict, method: str) -> bool:
 
 def method_config(config: dict, method: str) -> dict:
     """The method's loss and only the hyper-parameters that loss takes (the schema fills in every default, but
-    a supcon run must not depend on, or rerun for, an unused ce_weight)."""
+    a supcon run must not depend on, or rerun for, an unused ce_weight), plus a tuned method's training keys
+    (sampler, select_on, views: see acft.methods)."""
     entry = config["methods"][method]
-    return {"loss": entry["loss"], **{k: entry[k] for k in LOSS_PARAMS[entry["loss"]] if k in entry}}
+    keys = [*LOSS_PARAMS[entry["loss"]], *(TRAINING_DEFAULTS if entry["loss"] != "none" else ())]
+    return {"loss": entry["loss"], **{k: entry[k] for k in keys if k in entry}}
 
 
 def dataset_folds(config: dict, dataset: str) -> list[int]:
@@ -73,6 +85,78 @@ def check_references(config: dict) -> None:
             raise ConfigError(
                 f"probes.external[{i}].dataset: '{external['dataset']}' is not a defined dataset"
             )
+
+
+def _filling_defaults(validator_class):
+    """The validator class, extended to fill in each property's schema default before checking it (the recipe
+    of the jsonschema FAQ, which snakemake.utils.validate follows)."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties_with_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(key, subschema["default"])
+        yield from check_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": properties_with_defaults})
+
+
+def key_path(parts: Iterable) -> str:
+    """``probes.knn.k[0]`` for the path ('probes', 'knn', 'k', 0); "(top level)" for the empty path."""
+    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts).lstrip(".")
+    return text or "(top level)"
+
+
+def _one_line(error: ValidationError) -> str:
+    # an error under oneOf/anyOf carries the alternatives' errors: report the one that fits best
+    error = best_match([error])
+    return f"{key_path(error.absolute_path)}: {error.message}"
+
+
+def validate_config(config: dict, schema_path: str | Path) -> None:
+    """Check ``config`` against the JSON schema and fill in every default, in place.
+
+    Unlike snakemake.utils.validate, which prints the whole sub-schema after the error, each error is one
+    line naming its key path, e.g. ``probes.linear.weight_decay_grid[0]: -0.001 is less than the minimum
+    of 0``; every error is listed, not only the first.
+
+    Raises:
+        ConfigError: with one line per violation.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = _filling_defaults(Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    if errors:
+        lines = "\n".join(f"  {_one_line(error)}" for error in errors)
+        raise ConfigError(f"the config does not fit {Path(schema_path).name}:\n{lines}")
+
+
+def check_config(config: dict) -> None:
+    """Start-up checks the schema cannot express (run after ``validate_config``); errors name the config key.
+
+    Every name an experiment uses is defined (``check_references``); every dataset names a known adapter and
+    only options that adapter takes (a misspelt option would otherwise fail inside the manifest job); the
+    main table's ``report.headline_k`` is one of the swept ``probes.knn.k``.
+    """
+    from .data.adapters import check_options, get_adapter
+
+    check_references(config)
+    for name, entry in config["datasets"].items():
+        try:
+            get_adapter(entry["adapter"])
+        except ValueError as error:
+            raise ConfigError(f"datasets.{name}.adapter: {error}") from None
+        try:
+            check_options(entry["adapter"], entry.get("options") or {})
+        except ValueError as error:
+            raise ConfigError(f"datasets.{name}.options: {error}") from None
+    swept, headline = config["probes"]["knn"]["k"], config["report"]["headline_k"]
+    if headline not in swept:
+        raise ConfigError(
+            f"report.headline_k: {headline} is not among probes.knn.k {swept}, so every kNN column of the "
+            "main table would be n/a; add it to probes.knn.k or pick one of them"
+        )
 
 
 def expand_runs(config: dict, fold_lister=dataset_folds) -> list[Run]:

@@ -30,7 +30,6 @@ import pandas as pd
 import pretty_midi
 import soundfile as sf
 import tinysoundfont
-from scipy.signal import firwin, resample_poly
 from tqdm import tqdm
 
 from ..io import atomic_dir, write_json
@@ -182,6 +181,11 @@ class NoteRenderer:
         self.synth_rate = max(options.sample_rate, MIN_SYNTH_RATE)
         divisor = gcd(options.sample_rate, self.synth_rate)
         self.up, self.down = options.sample_rate // divisor, self.synth_rate // divisor
+        # imported on use: scipy.signal takes ~0.9 s to import, and every workflow start reads the adapter
+        # registry, which imports this module
+        from scipy.signal import firwin, resample_poly
+
+        self._resample_poly = resample_poly
         # scipy's default resample_poly low-pass, designed once instead of on every call
         rate = max(self.up, self.down)
         self.lowpass = firwin(20 * rate + 1, 1.0 / rate, window=("kaiser", 5.0))
@@ -211,7 +215,7 @@ class NoteRenderer:
     def to_output_rate(self, audio: np.ndarray) -> np.ndarray:
         """Resample [clip_seconds * synth_rate] -> [clip_seconds * sample_rate] (polyphase FIR)."""
         if self.up != self.down:
-            audio = resample_poly(audio, self.up, self.down, window=self.lowpass)
+            audio = self._resample_poly(audio, self.up, self.down, window=self.lowpass)
         return np.pad(audio[: self.n_samples], (0, max(0, self.n_samples - len(audio))))
 
 

@@ -11,6 +11,8 @@ and counted in the stats. Nothing is dropped silently.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +37,28 @@ class BadAudioError(RuntimeError):
     """A clip that cannot be used, named by its file."""
 
 
+# what a path that is not a regular file is, for the error message
+FILE_KINDS = {
+    stat.S_ISDIR: "a directory",
+    stat.S_ISFIFO: "a FIFO (named pipe)",
+    stat.S_ISSOCK: "a socket",
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+}
+
+
 def inspect_audio(path: str) -> tuple[float, int]:
-    """Decode ``path`` fully and return (duration_s, sample_rate); raise BadAudioError if it is unusable."""
+    """Decode ``path`` fully and return (duration_s, sample_rate); raise BadAudioError if it is unusable.
+
+    Only regular files (or links to one) are opened: reading a FIFO or a device can block forever.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise BadAudioError(f"{path}: unreadable audio ({error})") from error
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in FILE_KINDS.items() if test(mode)), "an unknown kind of file")
+        raise BadAudioError(f"{path}: not a regular file but {kind}; it is not opened")
     try:
         samples, sample_rate = sf.read(path, dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises several types for unreadable or truncated files
@@ -74,6 +96,8 @@ def validate_manifest(manifest: pd.DataFrame) -> None:
 
 
 def dataset_stats(manifest: pd.DataFrame, n_skipped: int) -> dict:
+    """Counts for stats.json; ``empty_class_folders`` lists the folders an adapter found without audio
+    (passed in ``manifest.attrs``, e.g. by the folder importer), since they make no class of the vocabulary."""
     durations = manifest["duration_s"].to_numpy()
     class_counts = pd.Series([label for labels in manifest["labels"] for label in labels]).value_counts()
     split_counts = manifest["split"].fillna("").astype(str) + manifest["fold"].map(
@@ -90,6 +114,7 @@ def dataset_stats(manifest: pd.DataFrame, n_skipped: int) -> dict:
         "total_duration_s": round(float(durations.sum()), 3),
         "class_counts": {str(k): int(v) for k, v in sorted(class_counts.items())},
         "split_counts": {str(k): int(v) for k, v in sorted(split_counts.value_counts().items())},
+        "empty_class_folders": sorted(manifest.attrs.get("empty_class_folders", [])),
     }
 
 

@@ -46,7 +46,6 @@ SETTINGS = {
         "shot_seed": 0,
     },
     "linear": {
-        "lr_grid": [0.1, 1.0],
         "weight_decay_grid": [0.0, 1.0e-4, 1.0e-3, 1.0e-2],
         "max_iter": 100,
         "probe_seeds": [0],
@@ -57,6 +56,7 @@ SETTINGS = {
     "geometry": {"max_clips": 2000, "seed": 0},
 }
 IDENTITY_KEYS = ("dataset", "backbone", "method", "tune_seed")
+UNSEEN_METRIC = "test_classes_without_train"  # a row counting them, written only where there are some
 EMBEDDING_COLUMN = re.compile(r"embedding(_L(\d+))?")
 
 
@@ -169,6 +169,7 @@ class ProbeData:
     targets: np.ndarray  # int64 [N] or float32 multi-hot [N, C]
     multilabel: bool
     n_classes: int
+    unseen_classes: tuple[str, ...] = ()  # test classes without a train clip: no probe can predict them
 
     def positions(self, role: str) -> np.ndarray:
         return np.flatnonzero(self.roles == role)
@@ -196,7 +197,36 @@ def load_probe_data(embedding_path, vocab_path, fold: int, val_offset: int) -> P
     for role in ("train", "test"):
         if not np.any(roles == role):
             raise ValueError(f"{embedding_path}: round fold{fold} has no {role} clips")
-    return ProbeData(str(embedding_path), columns, roles, targets, multilabel, len(vocab))
+    unseen = _classes_without_train(targets, roles, vocab, multilabel)
+    if unseen:
+        log.warning(
+            "%s: round fold%d: test class(es) %s have no train clip, so no probe can predict them; "
+            "their test clips count as errors (rows: metric %s)",
+            embedding_path,
+            fold,
+            list(unseen),
+            UNSEEN_METRIC,
+        )
+    return ProbeData(str(embedding_path), columns, roles, targets, multilabel, len(vocab), unseen)
+
+
+def _classes_without_train(targets: np.ndarray, roles: np.ndarray, vocab: list[str], multilabel: bool):
+    """Names of the classes that have test clips but no train clip."""
+    if multilabel:
+        in_test, in_train = targets[roles == "test"].any(axis=0), targets[roles == "train"].any(axis=0)
+        missing = np.flatnonzero(in_test & ~in_train)
+    else:
+        missing = np.setdiff1d(targets[roles == "test"], targets[roles == "train"])
+    return tuple(vocab[int(c)] for c in missing)
+
+
+def _with_unseen_count(records: list[dict], data: ProbeData) -> list[dict]:
+    """``records`` plus, when some test class has no train clip, one row counting them per (probe, k)."""
+    if not data.unseen_classes:
+        return records
+    pairs = dict.fromkeys((r["probe"], r.get("k", 0)) for r in records)
+    count = float(len(data.unseen_classes))
+    return records + [{"probe": p, "k": k, "metric": UNSEEN_METRIC, "value": count} for p, k in pairs]
 
 
 def _common(identity: dict, fold: int, config_hash: str) -> dict:
@@ -235,12 +265,16 @@ def run_knn(
     for column, emb in data.columns.items():
         for shots in cfg["shots"]:
             train = data.train_positions(shots, cfg["shot_seed"])
-            if any(k > len(train) for k in cfg["k"]):
-                log.info(
-                    "%s %s shots=%s: k clamped to the %d-clip memory bank",
+            clamped = [k for k in cfg["k"] if k > len(train)]
+            if clamped:
+                log.warning(
+                    "%s %s shots=%s: probes.knn.k %s exceed the %d train clips (the memory bank); "
+                    "clamped to %d (rows keep the requested k; metric effective_k holds the k used)",
                     data.path,
                     column,
                     shots,
+                    clamped,
+                    len(train),
                     len(train),
                 )
             records = knn_probe(
@@ -258,7 +292,7 @@ def run_knn(
             )
             frames.append(
                 make_rows(
-                    records,
+                    _with_unseen_count(records, data),
                     **common,
                     layer=layer_of(column),
                     shots=str(shots),
@@ -299,7 +333,6 @@ def run_linear(
                     data.targets[test],
                     multilabel=data.multilabel,
                     n_classes=data.n_classes,
-                    lr_grid=cfg["lr_grid"],
                     weight_decay_grid=cfg["weight_decay_grid"],
                     max_iter=cfg["max_iter"],
                     seed=seed,
@@ -307,7 +340,7 @@ def run_linear(
                 )
                 frames.append(
                     make_rows(
-                        records,
+                        _with_unseen_count(records, data),
                         **common,
                         layer=layer_of(column),
                         shots=str(shots),

@@ -8,15 +8,16 @@ options ``download``, ``sha256`` and ``download_url`` (see ``acft.data.download.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from .. import demo
 from . import esc50, fsd50k, fsdd, generic, gtzan, nsynth, speech_commands, urbansound8k, vocalsound
-
-ANY_OPTION = "*"  # an options table holding this key accepts every key (the adapter validates its own)
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,16 @@ def _fixed_split(options: dict) -> int:
 
 
 def _render_instruments(options: dict, work_dir: Path, seed: int) -> pd.DataFrame:
-    from ..demo import render_instruments  # imported on use: the renderer pulls in the synthesiser
-
-    return render_instruments(work_dir, options, seed)
+    return demo.render_instruments(work_dir, options, seed)
 
 
 def _render_mixtures(options: dict, work_dir: Path, seed: int) -> pd.DataFrame:
-    from ..demo import render_mixtures
+    return demo.render_mixtures(work_dir, options, seed)
 
-    return render_mixtures(work_dir, options, seed)
+
+def _demo_options(options_class) -> dict[str, str]:
+    """The renderer's option names (its dataclass fields), so a misspelt one is refused at workflow start."""
+    return {f.name: f"see acft.data.demo.{options_class.__name__}" for f in dataclasses.fields(options_class)}
 
 
 def _module_adapter(module, task=_single_label, download: Download | None = None) -> Adapter:
@@ -82,12 +84,14 @@ def _module_adapter(module, task=_single_label, download: Download | None = None
     return Adapter(build=module.build, task=task, n_folds=module.n_folds, options=options, download=download)
 
 
-DEMO_OPTIONS = {ANY_OPTION: "rendering options, documented and validated by acft.data.demo"}
-
 # Checksums only where a published source states them; every other sha256 is None (see Download).
 ADAPTERS: dict[str, Adapter] = {
-    "demo_instruments": Adapter(_render_instruments, _single_label, _fixed_split, DEMO_OPTIONS),
-    "demo_mixtures": Adapter(_render_mixtures, _multi_label, _fixed_split, DEMO_OPTIONS),
+    "demo_instruments": Adapter(
+        _render_instruments, _single_label, _fixed_split, _demo_options(demo.InstrumentOptions)
+    ),
+    "demo_mixtures": Adapter(
+        _render_mixtures, _multi_label, _fixed_split, _demo_options(demo.MixtureOptions)
+    ),
     "esc50": _module_adapter(
         esc50,
         download=Download(
@@ -160,10 +164,12 @@ def get_adapter(name: str) -> Adapter:
 
 
 def check_options(name: str, options: dict) -> None:
-    """Unknown option keys raise ValueError naming them (demo adapters leave the check to their renderer)."""
+    """Unknown option keys raise ValueError naming them, with the closest known name."""
     documented = get_adapter(name).options
-    if ANY_OPTION in documented:
-        return
     unknown = sorted(set(options) - set(documented))
     if unknown:
-        raise ValueError(f"adapter {name!r}: unknown option(s) {unknown}; it takes {sorted(documented)}")
+        guesses = {key: difflib.get_close_matches(key, documented, n=1) for key in unknown}
+        hints = "".join(f" ({key!r}: did you mean {close[0]!r}?)" for key, close in guesses.items() if close)
+        raise ValueError(
+            f"adapter {name!r}: unknown option(s) {unknown}{hints}; it takes {sorted(documented)}"
+        )

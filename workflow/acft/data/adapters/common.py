@@ -55,8 +55,11 @@ def read_table(
 
 
 def check_files_exist(paths: Iterable[str], dataset: str) -> None:
-    """Every listed audio file must exist; the error counts the missing ones and names the first few."""
-    missing = [p for p in paths if not os.path.isfile(p)]
+    """Every listed audio file must exist; the error counts the missing ones and names the first few.
+
+    A path that exists but is no regular file (a FIFO, a directory) passes here: the manifest step names it.
+    """
+    missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         shown = ", ".join(missing[:SHOWN_MISSING])
         raise DatasetLayoutError(
@@ -81,11 +84,15 @@ def fraction(options: dict, key: str, default: float, dataset: str) -> float:
 
 
 def audio_files(directory: Path, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
-    """Audio files directly inside ``directory``, sorted by name (hidden files excluded)."""
+    """Audio files directly inside ``directory``, sorted by name (hidden files and directories excluded).
+
+    Other entries with an audio name (a FIFO, a broken link) are listed too, so that the manifest step names
+    them (an error, or a counted skip) instead of dropping them silently.
+    """
     return sorted(
         Path(entry.path)
         for entry in os.scandir(directory)
-        if entry.is_file()
+        if not entry.is_dir()
         and not entry.name.startswith(".")
         and Path(entry.name).suffix.lower() in extensions
     )

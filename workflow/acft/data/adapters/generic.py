@@ -100,8 +100,9 @@ def build_folder(options: dict, work_dir: Path, seed: int) -> pd.DataFrame:
         raise ValueError(
             f"{FOLDER}: audio files {stray[:5]} lie directly in {root}; put each in its class folder"
         )
-    rows, ignored = [], 0
+    rows, ignored, empty = [], 0, []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        before = len(rows)
         for folder, subfolders, files in os.walk(class_dir):
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
             for name in sorted(files):
@@ -116,11 +117,23 @@ def build_folder(options: dict, work_dir: Path, seed: int) -> pd.DataFrame:
                         "labels": [class_dir.name],
                     }
                 )
+        if len(rows) == before:
+            empty.append(class_dir.name)
     if not rows:
         raise DatasetLayoutError(f"{FOLDER}: no {list(extensions)} files in class sub-folders of {root}")
     if ignored:
         log.info("%s: ignored %d non-audio or hidden files under %s", FOLDER, ignored, root)
-    return manifest_frame(_seeded_roles(pd.DataFrame(rows), options, seed, FOLDER), FOLDER)
+    if empty:
+        log.warning(
+            "%s: class folder(s) %s under %s hold no %s file: no class is made of them (see stats.json)",
+            FOLDER,
+            empty,
+            root,
+            list(extensions),
+        )
+    frame = manifest_frame(_seeded_roles(pd.DataFrame(rows), options, seed, FOLDER), FOLDER)
+    frame.attrs["empty_class_folders"] = empty  # counted in stats.json by acft.data.manifest.dataset_stats
+    return frame
 
 
 def folder_folds(options: dict) -> int:
