@@ -125,10 +125,10 @@ def bench_config(sounds: Path, n_datasets: int, n_folds: int, seeds: list[int]) 
         "embed": {"batch_size": 16},
         "probes": {
             "knn": {"k": [1, 3], "shots": [1, "all"]},
-            "linear": {"lr_grid": [1.0], "weight_decay_grid": [0.0], "max_iter": 20},
+            "linear": {"weight_decay_grid": [0.0], "max_iter": 20},
             "geometry": {"max_clips": 200},
         },
-        "report": {"bootstrap_resamples": 100},
+        "report": {"sign_flips": 100},
     }
 
 

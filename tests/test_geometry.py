@@ -47,12 +47,26 @@ def test_two_opposite_tight_classes_have_silhouette_one_and_collapsed_uniformity
     assert got["effective_rank"] == pytest.approx(1.0)
 
 
-def test_effective_rank_is_exp_entropy_of_covariance_spectrum():
+def test_effective_rank_is_exp_entropy_of_normalised_singular_values():
+    # Roy & Vetterli 2007 normalise the singular values themselves, not their squares
     scales = np.array([3.0, 2.0, 1.0, 0.5])
     eye = np.eye(4)
-    points = np.concatenate([eye * scales, -eye * scales])  # zero mean, covariance diag(scales^2) * 2 / 7
-    p = scales**2 / np.sum(scales**2)
+    points = np.concatenate([eye * scales, -eye * scales])  # zero mean, singular values sqrt(2) * scales
+    p = scales / np.sum(scales)
     assert effective_rank(points) == pytest.approx(np.exp(-np.sum(p * np.log(p))))
+    eigen_p = scales**2 / np.sum(scales**2)
+    assert effective_rank(points) > np.exp(-np.sum(eigen_p * np.log(eigen_p))) + 0.3  # not the old value
+
+
+@pytest.mark.parametrize("dim", [3, 16, 64])
+def test_effective_rank_closed_forms(dim):
+    rng = np.random.default_rng(dim)
+    basis, _ = np.linalg.qr(rng.normal(size=(dim, dim)))  # a random rotation changes nothing
+    flat = np.concatenate([basis, -basis]) * 2.5  # every singular value equal: erank = D
+    assert effective_rank(flat) == pytest.approx(dim)
+    direction = basis[0]
+    line = np.outer(rng.normal(size=50), direction)  # one non-zero singular value: erank = 1
+    assert effective_rank(line) == pytest.approx(1.0)
 
 
 def test_anisotropy_and_uniformity_match_pairwise_loops():

@@ -83,9 +83,23 @@ def test_grid_point_with_the_best_val_accuracy_is_chosen_and_reported():
             seed=0,
         )
         val_acc.append(accuracy_score(val[1], _scores(val_x, weight, bias, False).argmax(1)))
-    got = values(linear_probe(*train, *val, *test, multilabel=False, lr_grid=[1.0], weight_decay_grid=grid))
+    got = values(linear_probe(*train, *val, *test, multilabel=False, weight_decay_grid=grid))
     assert got["chosen_weight_decay"] == grid[int(np.argmax(val_acc))]
-    assert got["chosen_lr"] == 1.0
+    assert "chosen_lr" not in got  # the L-BFGS step is not a grid dimension
+
+
+def test_the_lbfgs_initial_step_does_not_change_the_fit():
+    # why lr_grid was dropped: both steps reach the same optimum, so a grid over them only picks noise
+    rng = np.random.default_rng(5)
+    x = torch.tensor(rng.normal(size=(120, 8)), dtype=torch.float32)
+    y = torch.tensor(rng.integers(0, 3, size=120))
+    fits = [
+        fit_linear(x, y, 3, multilabel=False, weight_decay=1e-2, max_iter=200, seed=0, lr=lr)
+        for lr in (0.1, 1.0)
+    ]
+    assert torch.allclose(fits[0][0], fits[1][0], atol=2e-3) and torch.allclose(
+        fits[0][1], fits[1][1], atol=2e-3
+    )
 
 
 def test_multilabel_probe_reports_map_thresholded_f1_and_missing_classes():
@@ -121,5 +135,5 @@ def test_grid_without_val_split_is_an_error():
     empty = (np.zeros((0, 3), np.float32), np.zeros(0, np.int64))
     with pytest.raises(ValueError, match="val split is empty"):
         linear_probe(*train, *empty, *test, multilabel=False, weight_decay_grid=[0.0, 0.1])
-    single = linear_probe(*train, *empty, *test, multilabel=False, lr_grid=[1.0], weight_decay_grid=[0.1])
+    single = linear_probe(*train, *empty, *test, multilabel=False, weight_decay_grid=[0.1])
     assert values(single)["chosen_weight_decay"] == 0.1

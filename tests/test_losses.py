@@ -11,6 +11,7 @@ from acft.tune.losses import (
     LOSSES,
     check_label_kind,
     jaccard_weights,
+    mulsupcon,
     resolve_method,
     shared_label_weights,
     weighted_supcon,
@@ -36,6 +37,36 @@ def ref_supcon(z: np.ndarray, label_sets: list[set], tau: float, pair_weight) ->
             if w > 0:
                 loss -= w / total * math.log(math.exp(float(z[i] @ z[j]) / tau) / denominator)
         anchors.append(loss)
+    return sum(anchors) / len(anchors) if anchors else 0.0
+
+
+def ref_count_normalised(z: np.ndarray, label_sets: list[set], tau: float, threshold: float) -> float:
+    """Jaccard weights J_ij kept where J_ij >= threshold, each anchor's sum divided by its positive count."""
+    anchors = []
+    for i in range(len(z)):
+        weights = {j: jaccard(threshold)(label_sets[i], label_sets[j]) for j in range(len(z)) if j != i}
+        positives = [j for j, w in weights.items() if w > 0]
+        if not positives:
+            continue
+        denominator = sum(math.exp(float(z[i] @ z[a]) / tau) for a in range(len(z)) if a != i)
+        loss = -sum(
+            weights[j] * math.log(math.exp(float(z[i] @ z[j]) / tau) / denominator) for j in positives
+        )
+        anchors.append(loss / len(positives))
+    return sum(anchors) / len(anchors) if anchors else 0.0
+
+
+def ref_mulsupcon(z: np.ndarray, label_sets: list[set], tau: float) -> float:
+    """Zhang & Wu 2024: one anchor per (clip, label); positives = the other clips carrying that label."""
+    anchors = []
+    for i in range(len(z)):
+        denominator = sum(math.exp(float(z[i] @ z[a]) / tau) for a in range(len(z)) if a != i)
+        for label in sorted(label_sets[i]):
+            positives = [j for j in range(len(z)) if j != i and label in label_sets[j]]
+            if not positives:
+                continue
+            terms = [math.log(math.exp(float(z[i] @ z[j]) / tau) / denominator) for j in positives]
+            anchors.append(-sum(terms) / len(positives))
     return sum(anchors) / len(anchors) if anchors else 0.0
 
 
@@ -132,6 +163,67 @@ def test_jaccard_supcon_matches_reference(seed, threshold, power):
     expected = ref_supcon(z, sets, 0.2, jaccard(threshold, power))
     got = supcon_of(z, sets, 5, 0.2, lambda mh: jaccard_weights(mh, threshold, power))
     assert got == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_count_normalised_jaccard_supcon_matches_reference(seed, threshold, dtype):
+    rng = np.random.default_rng(seed)
+    z = unit(rng, 14)
+    sets = random_label_sets(rng, 14, 5)
+    expected = ref_count_normalised(z, sets, 0.2, threshold)
+    got = LOSSES["jaccard_supcon_count"].compute(
+        {"projection": torch.tensor(z, dtype=dtype)}, torch.tensor(multi_hot(sets, 5), dtype=dtype),
+        multilabel=True, temperature=0.2, jaccard_threshold=threshold,
+    )  # fmt: skip
+    assert got.item() == pytest.approx(expected, rel=1e-10 if dtype == torch.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_mulsupcon_matches_per_anchor_loop(seed, dtype):
+    rng = np.random.default_rng(seed)
+    z = unit(rng, 14)
+    sets = random_label_sets(rng, 14, 6)
+    got = LOSSES["mulsupcon"].compute(
+        {"projection": torch.tensor(z, dtype=dtype)}, torch.tensor(multi_hot(sets, 6), dtype=dtype),
+        multilabel=True, temperature=0.1,
+    )  # fmt: skip
+    assert got.item() == pytest.approx(
+        ref_mulsupcon(z, sets, 0.1), rel=1e-10 if dtype == torch.float64 else 1e-5
+    )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_new_multilabel_losses_equal_supcon_on_one_hot(seed):
+    rng = np.random.default_rng(seed)
+    z = torch.tensor(unit(rng, 16))
+    mh = F.one_hot(torch.tensor(rng.integers(0, 5, size=16)), 5).double()
+    supcon = weighted_supcon(z, shared_label_weights(mh), 0.1)
+    assert mulsupcon(z, mh, 0.1).item() == pytest.approx(supcon.item(), rel=1e-12)
+    count = LOSSES["jaccard_supcon_count"].compute(
+        {"projection": z}, mh, multilabel=False, temperature=0.1, jaccard_threshold=0.5
+    )
+    assert count.item() == pytest.approx(supcon.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("sets", [[{0}, {1}, {2}], [set(), set()], [{0}]])
+def test_new_losses_without_positives_are_finite_zero_with_graph(sets):
+    z = torch.randn(len(sets), 8, dtype=torch.float64, requires_grad=True)
+    mh = torch.tensor(multi_hot(sets, 3))
+    for loss in (mulsupcon(F.normalize(z, dim=1), mh, 0.1),
+                 weighted_supcon(F.normalize(z, dim=1), jaccard_weights(mh, 0.5), 0.1, normalise_by_count=True)):  # fmt: skip
+        assert torch.isfinite(loss) and loss.item() == 0.0
+        loss.backward()
+        assert (z.grad == 0).all()
+
+
+def test_mulsupcon_gradcheck_float64():
+    rng = np.random.default_rng(5)
+    mh = torch.tensor(multi_hot(random_label_sets(rng, 7, 3, p_empty=0.2), 3))
+    z = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: mulsupcon(F.normalize(x, dim=1), mh, 0.3), (z,))
 
 
 def test_jaccard_weights_known_values():
@@ -245,6 +337,9 @@ def test_resolve_method_fills_defaults():
     assert name == "jaccard_supcon" and loss is LOSSES["jaccard_supcon"]
     assert params == {"temperature": 0.2, "jaccard_threshold": 0.0, "jaccard_power": 1.0}
     assert resolve_method({"loss": "ce"})[2] == {}
+    # training keys are not loss parameters; None takes the loss's default
+    cfg = {"loss": "jaccard_supcon_count", "jaccard_threshold": None, "sampler": "auto", "views": 2}
+    assert resolve_method(cfg)[2] == {"temperature": 0.1, "jaccard_threshold": 0.5}
 
 
 @pytest.mark.parametrize(
@@ -268,6 +363,6 @@ def test_label_kind_mismatch_names_the_right_loss():
         check_label_kind("ce", LOSSES["ce"], multilabel=True)
     with pytest.raises(ValueError, match="single-label; use loss: ce"):
         check_label_kind("bce", LOSSES["bce"], multilabel=False)
-    for name in ("supcon", "jaccard_supcon", "supcon_ce"):
+    for name in ("supcon", "jaccard_supcon", "jaccard_supcon_count", "mulsupcon", "supcon_ce"):
         check_label_kind(name, LOSSES[name], multilabel=True)
         check_label_kind(name, LOSSES[name], multilabel=False)

@@ -57,7 +57,7 @@ def test_paper_grid_dry_run_lists_the_whole_job_graph(paper_workdir):
             evaluations += folds[dataset] * n_backbones * (1 + len(tuned) * len(experiment["seeds"]))
     assert jobs["manifest"] == 7
     assert jobs["preprocess"] == 7  # every backbone here takes 16 kHz
-    assert jobs["tune"] == tune == 708  # (28 single-label rounds x 2 + 1 x 3 methods) x 4 backbones x 3 seeds
+    assert jobs["tune"] == tune == 732  # (28 single-label rounds x 2 + 1 x 5 methods) x 4 backbones x 3 seeds
     assert jobs["embed_frozen"] == 7 * n_backbones
     assert jobs["embed_tuned"] == tune
     for rule in ("knn_probe", "linear_probe", "geometry"):

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from acft.tune.samplers import LabelBalancedBatchSampler, PositiveStats, anchors_with_positive
+from acft.tune.samplers import (
+    LabelBalancedBatchSampler,
+    PositiveStats,
+    ShuffledBatchSampler,
+    anchors_with_positive,
+    make_batch_sampler,
+)
 
 torch.set_num_threads(1)
 
@@ -110,3 +116,44 @@ def test_positive_stats_match_brute_force():
         "positive_share": pytest.approx(np.mean(flags)),
         "zero_positive_batches": zero_batches,
     }
+
+
+# ---------------------------------------------------------------- shuffled batches (vanilla fine-tuning)
+
+
+def test_shuffled_batches_are_uniform_permutations_covering_every_clip_once_per_epoch():
+    classes = np.r_[np.zeros(90, dtype=int), np.ones(8, dtype=int), np.full(2, 2)]  # imbalanced: 90 / 8 / 2
+    labels = one_hot(classes, 3)
+    sampler = make_batch_sampler("shuffle", labels, classes_per_batch=16, clips_per_class=4, seed=3)
+    balanced = make_batch_sampler("balanced", labels, classes_per_batch=16, clips_per_class=4, seed=3)
+    # one budget: P is capped at 3 labels, so B = 3 x 4 = 12 and both give ceil(100 / 12) = 9 batches
+    assert isinstance(sampler, ShuffledBatchSampler) and len(sampler) == len(balanced) == 9
+    first_positions = []
+    for epoch in range(400):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert [len(b) for b in batches] == [12] * 8 + [4]
+        assert sorted(np.concatenate(batches).tolist()) == list(range(100))  # every clip exactly once
+        first_positions.append(np.concatenate(batches))
+    # uniform: each batch mirrors the data's class mix (90 %), not a balanced 1/3 share
+    share = np.mean([np.mean(classes[order[:12]] == 0) for order in first_positions])
+    assert share == pytest.approx(0.9, abs=0.02)
+    # and every clip is equally likely to come first (a chi-square-free check: no clip far from 4 / 400)
+    counts = np.bincount([order[0] for order in first_positions], minlength=100)
+    assert counts.max() <= 15
+    # a balanced sampler on the same labels over-represents the rare classes
+    balanced_share = np.mean([np.mean(classes[b] == 0) for b in balanced])
+    assert balanced_share < 0.5
+
+
+def test_shuffled_sampler_is_a_function_of_seed_and_epoch():
+    sampler = ShuffledBatchSampler(20, 6, seed=1)
+    sampler.set_epoch(2)
+    first = [b.tolist() for b in sampler]
+    other = ShuffledBatchSampler(20, 6, seed=1)
+    other.load_state_dict(sampler.state_dict())
+    assert [b.tolist() for b in other] == first
+    other.set_epoch(3)
+    assert [b.tolist() for b in other] != first
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_batch_sampler("random", one_hot([0, 1], 2), 2, 2, 0)

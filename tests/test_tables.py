@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from acft.report.stats import paired_bootstrap, summarize
+from acft.report.stats import (
+    inference_units,
+    paired_test,
+    paired_unit_deltas,
+    sign_flip_p,
+    summarize,
+    t_interval,
+)
 from acft.report.tables import render_tables
 from acft.results import make_rows, validate_rows
 
@@ -21,7 +28,6 @@ DATA = Path(__file__).resolve().parent / "data"
 SETTINGS = {
     "knn": {"k": [1, 5], "temperature": 0.07},
     "linear": {
-        "lr_grid": [0.1, 1.0],
         "weight_decay_grid": [0.0, 0.001],
         "max_iter": 50,
         "probe_seeds": [0, 1],
@@ -121,10 +127,11 @@ def test_long_csv_keeps_the_k_sweep_and_grid_rows(rendered):
 def test_deltas_pair_by_fold_and_seed(rendered):
     out, _ = rendered
     deltas = pd.read_csv(out / "toy_deltas.csv").set_index(["method", "reference", "column"])
-    # supcon - ce, linear acc, paired by seed: .80-.70, .83-.72, .86-.74 = .10, .11, .12
+    # supcon - ce, linear acc, paired by seed (the unit on a fixed split): .80-.70, .83-.72, .86-.74
+    # = .10, .11, .12; t-interval .11 ± t_{0.975,2} * .01 / sqrt(3) = .11 ± 4.302653 * .005774 = .11 ± .024841
     test = deltas.loc[("supcon", "ce", "Linear acc")]
-    assert test["mean_delta"] == pytest.approx(0.11) and test["n_pairs"] == 3
-    assert 0.10 - 1e-9 <= test["ci_low"] <= test["ci_high"] <= 0.12 + 1e-9
+    assert test["mean_delta"] == pytest.approx(0.11) and test["n"] == 3 and test["unit"] == "tuning seed"
+    assert (test["ci_low"], test["ci_high"]) == pytest.approx((0.11 - 0.024841, 0.11 + 0.024841), abs=1e-6)
     # sign-flip test: of the 8 sign patterns of (.10, .11, .12) only all-plus and all-minus reach |mean| .11
     assert test["p_value"] == pytest.approx(2 / 8)
     # supcon - frozen, kNN w. acc: every seed against the one frozen value of fold 0: .11, .12, .13
@@ -134,12 +141,14 @@ def test_deltas_pair_by_fold_and_seed(rendered):
     assert tie["mean_delta"] == pytest.approx(0.0, abs=1e-12) and tie["p_value"] == 1.0
     # head vs frozen is not applicable (the frozen backbone has no head); ce is not compared with itself
     assert ("ce", "frozen", "Head acc") not in deltas.index
-    assert set(deltas.index.get_level_values("reference")) == {"frozen", "ce"}
-    assert "ce" not in set(deltas.loc["ce"].index.get_level_values("reference"))
+    # every method against every method above it: ce - frozen, supcon - frozen, supcon - ce
+    pairs = set(deltas.index.droplevel("column"))
+    assert pairs == {("ce", "frozen"), ("supcon", "frozen"), ("supcon", "ce")}
     # the missing supcon linear macro-F1 gives a row with no pairs, rendered as n/a
-    assert deltas.loc[("supcon", "ce", "Linear macro-F1"), "n_pairs"] == 0
+    assert deltas.loc[("supcon", "ce", "Linear macro-F1"), "n"] == 0
     md = (out / "toy_deltas.md").read_text()
-    assert "| bb | supcon | ce | Linear acc | +0.110 | [+0.100, +0.120] | 0.250 | 3 |" in md
+    assert "| bb | supcon | ce | Linear acc | +0.110 | [+0.085, +0.135] | 0.250 | 3 |" in md
+    assert "n = tuning seeds (the unit of inference on a fixed split)" in md
     assert "| bb | supcon | ce | kNN@5 acc (w.) | 0.000 | [0.000, 0.000] | 1.000 | 3 |" in md
     assert "| bb | supcon | ce | Linear macro-F1 | n/a | n/a | n/a | 0 |" in md
 
@@ -188,19 +197,22 @@ def test_frozen_pairs_with_every_seed_of_its_fold_and_single_pair_has_no_p(tmp_p
     frames.append(
         _rows([{"probe": "linear", "metric": "accuracy", "value": 0.55}], backbone="bb", method="ce", fold=1)
     )
-    render_tables(pd.concat(frames), tmp_path, settings={}, baselines=BASELINES, bootstrap_resamples=500)
+    render_tables(pd.concat(frames), tmp_path, settings={}, baselines=BASELINES, sign_flips=500)
     deltas = pd.read_csv(tmp_path / "toy_deltas.csv").set_index(["method", "reference", "column"])
+    # k-fold: the unit is the fold; supcon's fold means .605 and .705 against frozen .5 and .6
     frozen = deltas.loc[("supcon", "frozen", "Linear acc")]
-    assert frozen["n_pairs"] == 4 and frozen["mean_delta"] == pytest.approx(0.105)
+    assert frozen["n"] == 2 and frozen["mean_delta"] == pytest.approx(0.105) and frozen["unit"] == "fold"
+    # ce ran fold 1 only: one unit, .605 - .55
     single = deltas.loc[("supcon", "ce", "Linear acc")]
+    assert single["n"] == 1 and single["mean_delta"] == pytest.approx(0.055) and math.isnan(single["p_value"])
+    md = (tmp_path / "toy_deltas.md").read_text()
+    assert "| bb | supcon | ce | Linear acc | +0.055 | n too small | n/a | 1 |" in md
+    assert "n = folds (the unit of inference)" in md
+    main = pd.read_csv(tmp_path / "toy.csv").set_index(["method", "column"])
+    assert main.loc[("supcon", "Linear acc"), "n"] == 2  # two folds, not four (fold, seed) runs
     assert (
-        single["n_pairs"] == 1
-        and single["mean_delta"] == pytest.approx(0.05)
-        and math.isnan(single["p_value"])
-    )
-    assert (
-        "| bb | supcon | ce | Linear acc | +0.050 | n/a | n/a | 1 |"
-        in (tmp_path / "toy_deltas.md").read_text()
+        "mean ± sample std over the folds, the unit of inference (folds 1, 2; n = 2)"
+        in (tmp_path / "toy.md").read_text()
     )
 
 
@@ -282,15 +294,6 @@ def test_summarize_matches_hand_values_and_handles_few_replicates():
     assert summarize([])["n"] == 0 and math.isnan(summarize([])["mean"])
 
 
-def _exact_bootstrap(deltas):
-    """Brute force: every one of the n^n equally likely resamples."""
-    n = len(deltas)
-    means = np.array([np.mean([deltas[i] for i in idx]) for idx in itertools.product(range(n), repeat=n)])
-    observed = np.mean(deltas)
-    p = np.mean(np.abs(means - observed) >= abs(observed) - 1e-12)
-    return means, p
-
-
 def _sign_flip_p(deltas):
     """Brute-force paired randomisation test: every assignment of signs to the pairs."""
     observed = abs(np.mean(deltas))
@@ -302,29 +305,127 @@ def _sign_flip_p(deltas):
 
 def test_sign_flip_p_value_monte_carlo_beyond_exact_enumeration():
     deltas = np.random.default_rng(3).normal(0.01, 0.03, size=18)  # 2^18 patterns: sampled, not enumerated
-    result = paired_bootstrap(deltas, resamples=20_000, seed=2)
+    result = paired_test(deltas, flips=20_000, seed=2)
     assert result["p_value"] == pytest.approx(_sign_flip_p(deltas), abs=0.015)  # MC error ~ sqrt(p(1-p)/B)
 
 
-def test_paired_bootstrap_against_exact_enumeration():
+def test_monte_carlo_sign_flip_counts_the_observed_pattern():
+    # 20 positive deltas: no random pattern is as extreme, yet p is (0 + 1) / (flips + 1), never 0
+    result = paired_test(np.linspace(0.1, 0.2, 20), flips=999, seed=0)
+    assert result["p_value"] == pytest.approx(1 / 1000)
+
+
+def test_paired_test_is_a_t_interval_and_an_exact_sign_flip():
     deltas = np.array([0.05, -0.01, 0.03, 0.02, 0.04, -0.02])
-    exact_means, exact_p = _exact_bootstrap(deltas)
-    result = paired_bootstrap(deltas, resamples=10_000, seed=1)
-    assert result["mean_delta"] == pytest.approx(deltas.mean())
+    result = paired_test(deltas)
+    half = 2.570582 * deltas.std(ddof=1) / math.sqrt(6)  # t_{0.975, 5} = 2.570582 (t table)
+    assert result["mean_delta"] == pytest.approx(deltas.mean()) and result["n"] == 6
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx(
+        (deltas.mean() - half, deltas.mean() + half)
+    )
     assert result["p_value"] == pytest.approx(_sign_flip_p(deltas))
-    assert result["ci_low"] == pytest.approx(np.quantile(exact_means, 0.025), abs=0.002)
-    assert result["ci_high"] == pytest.approx(np.quantile(exact_means, 0.975), abs=0.002)
-    assert result["n_pairs"] == 6
 
 
-def test_paired_bootstrap_extremes_and_determinism():
-    constant = paired_bootstrap([0.1] * 5, resamples=1000, seed=0)
+def test_paired_test_extremes_and_determinism():
+    constant = paired_test([0.1] * 5)
     # five equal positive deltas: only all-plus and all-minus of 32 sign patterns are as extreme
     assert constant["p_value"] == pytest.approx(2 / 32) and constant["ci_low"] == pytest.approx(0.1)
-    symmetric = paired_bootstrap([-0.2, -0.1, 0.1, 0.2], resamples=1000, seed=0)
+    symmetric = paired_test([-0.2, -0.1, 0.1, 0.2])
     assert symmetric["mean_delta"] == pytest.approx(0, abs=1e-12) and symmetric["p_value"] == 1.0
-    assert paired_bootstrap([0.3, 0.1, 0.2], seed=4) == paired_bootstrap([0.3, 0.1, 0.2], seed=4)
-    single = paired_bootstrap([0.2])
-    assert single["mean_delta"] == 0.2 and math.isnan(single["p_value"]) and single["n_pairs"] == 1
+    many = np.random.default_rng(0).normal(size=20)
+    assert paired_test(many, seed=4) == paired_test(many, seed=4)
+    single = paired_test([0.2])
+    assert single["mean_delta"] == 0.2 and math.isnan(single["p_value"]) and single["n"] == 1
+    assert math.isnan(single["ci_low"])
     with pytest.raises(ValueError, match="finite"):
-        paired_bootstrap([0.1, math.nan])
+        paired_test([0.1, math.nan])
+
+
+def _replicates(values: np.ndarray, folds) -> pd.Series:
+    """[folds, seeds] values -> a Series indexed by (fold, tune_seed)."""
+    index = pd.MultiIndex.from_product([folds, range(values.shape[1])], names=["fold", "tune_seed"])
+    return pd.Series(values.ravel(), index=index)
+
+
+def test_units_are_fold_means_on_kfold_data_and_seeds_on_a_fixed_split():
+    values = np.array([[0.1, 0.2, 0.3], [0.5, 0.5, 0.8]])
+    kfold = inference_units(_replicates(values, [1, 2]))
+    assert kfold.index.name == "fold" and kfold.to_numpy() == pytest.approx([0.2, 0.6])
+    fixed = inference_units(_replicates(values[:1], [0]))
+    assert fixed.index.name == "tune_seed" and fixed.to_numpy() == pytest.approx([0.1, 0.2, 0.3])
+    # the frozen reference (one run per fold) against fold means; on a fixed split against every seed
+    frozen = pd.Series(
+        [0.0, 0.5], index=pd.MultiIndex.from_product([[1, 2], [0]], names=["fold", "tune_seed"])
+    )
+    kfold_deltas = paired_unit_deltas(_replicates(values, [1, 2]), frozen, shared_reference=True)
+    assert kfold_deltas == pytest.approx([0.2, 0.1])
+    frozen0 = pd.Series([0.1], index=pd.MultiIndex.from_tuples([(0, 0)], names=["fold", "tune_seed"]))
+    fixed_deltas = paired_unit_deltas(_replicates(values[:1], [0]), frozen0, shared_reference=True)
+    assert fixed_deltas == pytest.approx([0.0, 0.1, 0.2])
+
+
+def _simulated_fold_deltas(rng, effect: float, n_experiments: int, folds: int, seeds: int) -> np.ndarray:
+    """[experiments, folds, seeds] paired deltas: a fold-level and a seed-level component of equal variance."""
+    fold_effect = rng.normal(size=(n_experiments, folds, 1))
+    seed_noise = rng.normal(size=(n_experiments, folds, seeds))
+    return effect + fold_effect + seed_noise
+
+
+def test_kfold_inference_holds_its_level_under_the_null_and_detects_an_effect():
+    rng = np.random.default_rng(0)
+    deltas = _simulated_fold_deltas(rng, 0.0, 4000, folds=5, seeds=3)
+    # what the tables do to one experiment: fold means, then the paired test over folds
+    one = paired_unit_deltas(_replicates(deltas[0], range(1, 6)), _replicates(0 * deltas[0], range(1, 6)),
+                             shared_reference=False)  # fmt: skip
+    assert one == pytest.approx(deltas[0].mean(axis=1))
+    fold_means = deltas.mean(axis=2)  # [experiments, folds]
+    mean, _, half = t_interval(fold_means)
+    t_rejects = np.abs(mean) > half
+    flip_rejects = sign_flip_p(fold_means) <= 0.05
+    assert t_rejects.mean() <= 0.06 and flip_rejects.mean() <= 0.06
+    # the pseudo-replicated analysis (15 (fold, seed) pairs as independent units) is what this replaces
+    pairs = deltas.reshape(len(deltas), -1)
+    naive_mean, _, naive_half = t_interval(pairs)
+    assert (np.abs(naive_mean) > naive_half).mean() > 0.10
+
+    # a true effect of 2 fold-level standard deviations is detected by the t-interval over 5 folds, and by
+    # the sign-flip test over 10 folds (5 folds cannot go below p = 2/32 = 0.0625)
+    effect = _simulated_fold_deltas(rng, 2.0, 2000, folds=5, seeds=3).mean(axis=2)
+    effect_mean, _, effect_half = t_interval(effect)
+    assert (effect_mean - effect_half > 0).mean() > 0.7
+    ten = _simulated_fold_deltas(rng, 2.0, 2000, folds=10, seeds=3).mean(axis=2)
+    assert (sign_flip_p(ten) <= 0.05).mean() > 0.8
+
+
+def test_contrastive_variants_are_compared_with_each_other(tmp_path):
+    frames = [
+        _rows(
+            [{"probe": "linear", "metric": "map", "value": value + 0.01 * seed}],
+            backbone="bb",
+            method=method,
+            tune_seed=seed,
+        )  # fmt: skip
+        for method, value in [("bce", 0.5), ("supcon", 0.55), ("jaccard_supcon", 0.6)]
+        for seed in (0, 1, 2)
+    ]
+    render_tables(pd.concat(frames), tmp_path, settings={}, method_order=["bce", "supcon", "jaccard_supcon"])
+    deltas = pd.read_csv(tmp_path / "toy_deltas.csv").set_index(["method", "reference", "column"])
+    assert deltas.loc[("jaccard_supcon", "supcon", "Linear mAP"), "mean_delta"] == pytest.approx(0.05)
+    assert deltas.loc[("jaccard_supcon", "bce", "Linear mAP"), "mean_delta"] == pytest.approx(0.1)
+
+
+def test_tuning_notes_name_budget_sampler_and_selection(tmp_path):
+    frames = [_rows([{"probe": "linear", "metric": "accuracy", "value": 0.5}], backbone="bb", method=m)
+              for m in ("frozen", "ce", "supcon")]  # fmt: skip
+    settings = {
+        "tune": {"epochs": 8, "classes_per_batch": 16, "clips_per_class": 4, "lr_candidates": [3e-4]},
+        "methods": {"frozen": {"loss": "none"}, "ce": {"loss": "ce"}, "supcon": {"loss": "supcon"}},
+    }
+    render_tables(pd.concat(frames), tmp_path, settings=settings)
+    md = (tmp_path / "toy.md").read_text()
+    assert "Tuning budget, equal for every method: 8 epochs of ceil(N_train / B) batches of B = 16×4" in md
+    assert (
+        "ce: uniformly shuffled batches (every train clip once per epoch), lr and epoch chosen on val head "
+        in md
+    )
+    assert "supcon: class-balanced P×m batches, lr and epoch chosen on val kNN@5 accuracy (w.)" in md

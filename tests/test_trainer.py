@@ -1,6 +1,7 @@
 """The tuning stage end to end: outputs, no test leakage, label-kind errors, augmentation, SIGKILL resume,
 and a short real tuning of the resemblyzer backbone on FSDD digits."""
 
+import contextlib
 import json
 import os
 import signal
@@ -17,9 +18,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from acft.data.cache import AudioCache
+from acft.models.contract import InputContract
 from acft.results import validate_rows
 from acft.tune.augment import AugmentConfig, augment, random_crop
-from acft.tune.trainer import TuneConfig, head_metrics, knn_metric, tune, warmup_cosine
+from acft.tune.trainer import TuneConfig, head_metrics, knn_metric, training_views, tune, warmup_cosine
 
 torch.set_num_threads(1)
 
@@ -39,10 +41,16 @@ class TinyEncoder(nn.Module):
     embed_dim = 16
     layer_names = ["last"]
 
+    contract = InputContract(normalize_level=False, trim_silence=False)
+
     def __init__(self):
         super().__init__()
         self.frontend = nn.Conv1d(1, 16, kernel_size=64, stride=32)
         self.mix = nn.Conv1d(16, 16, kernel_size=3, padding=1)
+
+    @contextlib.contextmanager
+    def contract_applied_by_caller(self):
+        yield
 
     def forward(self, waveforms, lengths):
         frames = self.mix(torch.relu(self.frontend(waveforms[:, None])))
@@ -193,19 +201,44 @@ def test_supcon_ce_run_writes_every_output_and_reads_test_clips_only_for_the_hea
     assert set(weights) == set(TinyEncoder().state_dict())  # heads dropped
     log = pd.read_csv(out / "log.csv")
     assert log["epoch"].tolist() == [1, 2] and log["train_loss"].notna().all()
-    expected_columns = {"lr_candidate", "epoch", "train_loss", "val_loss", "val_knn", "lr", "seconds"}
-    assert expected_columns | {"positive_share", "zero_positive_batches"} == set(log.columns)
+    expected_columns = {
+        "lr_candidate",
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_knn",
+        "val_head",
+        "val_metric",
+    }
+    expected_columns |= {
+        "lr",
+        "seconds",
+        "positive_share",
+        "zero_positive_batches",
+        "clips_seen",
+        "unique_clips",
+    }
+    assert expected_columns == set(log.columns)
     assert (log["positive_share"] == 1.0).all() and (log["zero_positive_batches"] == 0).all()
     assert meta == json.loads((out / "meta.json").read_text())
+    # a contrastive method (the hybrid too) selects on val kNN by default
+    assert meta["training"] == {"sampler": "balanced", "select_on": "knn", "views": 1}
+    assert (log["val_metric"] == log["val_knn"]).all() and meta["val_metric"] == "knn_accuracy"
     assert meta["chosen_lr"] == 1e-2 and meta["best_epoch"] == int(log.at[log["val_knn"].idxmax(), "epoch"])
     assert meta["metrics"]["val_knn_accuracy"] == log["val_knn"].max()
     assert meta["n_train"] == 48 and meta["n_val"] == 24 and meta["sampler"]["positive_share"] == 1.0
+    # budget: ceil(48 / (4 x 4)) = 3 batches per epoch, about one pass of the train clips
+    assert meta["budget"]["batches_per_epoch"] == 3 and meta["budget"]["clips_per_batch"] == 16
+    assert (log["clips_seen"] == 48).all()
 
     rows = pd.read_parquet(out / "head.parquet")
     validate_rows(rows)
-    assert sorted(rows["metric"]) == ["accuracy", "macro_f1"] and set(rows["probe"]) == {"head"}
-    assert set(rows["method"]) == {"hybrid"} and set(rows["n_test"]) == {24} and set(rows["fold"]) == {2}
-    assert meta["head"]["accuracy"] == pytest.approx(float(rows.set_index("metric").at["accuracy", "value"]))
+    head = rows[rows["probe"] == "head"]
+    assert sorted(head["metric"]) == ["accuracy", "macro_f1"] and set(rows["probe"]) == {"head", "tune"}
+    assert set(rows["method"]) == {"hybrid"} and set(head["n_test"]) == {24} and set(rows["fold"]) == {2}
+    assert meta["head"]["accuracy"] == pytest.approx(float(head.set_index("metric").at["accuracy", "value"]))
+    chosen = rows[rows["probe"] == "tune"].set_index("metric")["value"]
+    assert chosen["chosen_lr"] == 1e-2 and chosen["chosen_epoch"] == meta["best_epoch"]
 
 
 def test_supcon_never_reads_the_test_role_and_tuning_helps(kfold_cache, tmp_path, read_spy):
@@ -218,7 +251,8 @@ def test_supcon_never_reads_the_test_role_and_tuning_helps(kfold_cache, tmp_path
     index = pd.read_parquet(cache_dir / "index.parquet")
     read = {i for call in read_spy for i in call}
     assert read == set(np.flatnonzero(index["fold"] != 1).tolist())
-    assert not (tmp_path / "run" / "head.parquet").exists()
+    rows = pd.read_parquet(tmp_path / "run" / "head.parquet")  # only the tuning choices: no head
+    assert set(rows["probe"]) == {"tune"} and set(rows["metric"]) >= {"chosen_lr", "chosen_epoch"}
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
     assert meta["metrics"]["val_knn_accuracy"] >= meta["metrics"]["pretrained_val_knn"]
@@ -232,14 +266,142 @@ def test_multilabel_methods_run_with_map_selection(multi_cache, tmp_path, method
         cache_dir, vocab, {"family": "tiny"}, method, cfg,
         fold=0, seed=1, out_dir=tmp_path / "run", encoder_factory=tiny_factory,
     )  # fmt: skip
-    assert meta["multilabel"] and meta["val_metric"] == "knn_map"
+    # bce selects on its own head's val mAP, jaccard_supcon on val kNN mAP
+    assert meta["multilabel"] and meta["val_metric"] == ("head_map" if method["loss"] == "bce" else "knn_map")
     # clips without labels are sampled too, and they have no positives
     assert 0 < meta["sampler"]["positive_share"] < 1
+    rows = pd.read_parquet(tmp_path / "run" / "head.parquet")
     if method["loss"] == "bce":
-        rows = pd.read_parquet(tmp_path / "run" / "head.parquet")
-        assert sorted(rows["metric"]) == ["macro_f1", "map"]
+        # the probes' multi-label metrics, thresholds chosen on val
+        assert sorted(rows.loc[rows["probe"] == "head", "metric"]) == [
+            "macro_f1", "map", "n_classes_without_test_positive", "n_classes_without_val_positive",
+        ]  # fmt: skip
     else:
-        assert not (tmp_path / "run" / "head.parquet").exists()
+        assert set(rows["probe"]) == {"tune"}
+
+
+def test_ce_trains_on_shuffled_batches_covering_every_clip_once_and_selects_on_its_head(
+    kfold_cache, tmp_path, read_spy, monkeypatch
+):
+    from acft.tune import trainer
+
+    cache_dir, vocab = kfold_cache
+    index = pd.read_parquet(cache_dir / "index.parquet")
+    train = set(np.flatnonzero(index["fold"].isin([3, 4])).tolist())  # fold 1 tests, fold 2 validates
+    train_batches = []
+    original = trainer._train_epoch
+
+    def spy(model, data, cfg, loss_fn, batches, *args):
+        train_batches.append([data.train_idx[b].tolist() for b in batches])
+        return original(model, data, cfg, loss_fn, batches, *args)
+
+    monkeypatch.setattr(trainer, "_train_epoch", spy)
+    cfg = {**FAST, "epochs": 3, "patience": 3}
+    meta = tune(
+        cache_dir, vocab, {"family": "tiny"}, {"loss": "ce"}, cfg,
+        fold=1, seed=0, out_dir=tmp_path / "run", encoder_factory=tiny_factory,
+    )  # fmt: skip
+    assert meta["training"] == {"sampler": "shuffle", "select_on": "head", "views": 1}
+    assert len(train_batches) == 3
+    orders = []
+    for batches in train_batches:  # every train clip exactly once per epoch, in batches of P x m = 16
+        assert [len(b) for b in batches] == [16, 16, 16]
+        assert sorted(i for b in batches for i in b) == sorted(train)
+        orders.append([i for b in batches for i in b])
+    assert orders[0] != orders[1] != orders[2]  # a fresh shuffle each epoch
+    # the batches the encoder read are exactly those (plus the embedding passes, which are bucketed by length)
+    assert [call for call in read_spy if call in [b for e in train_batches for b in e]]
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert (log["val_metric"] == log["val_head"]).all() and log["val_head"].notna().all()
+    assert meta["val_metric"] == "head_accuracy"
+    assert meta["best_epoch"] == int(log.at[log["val_head"].idxmax(), "epoch"])
+    assert meta["metrics"]["val_head_accuracy"] == log["val_head"].max()
+    assert (log["unique_clips"] == len(train)).all() and meta["budget"]["batches_per_epoch"] == 3
+
+
+def test_ce_selection_reads_the_head_metric_not_knn(kfold_cache, tmp_path, monkeypatch):
+    from acft.tune import trainer
+
+    # a head metric that rises every epoch while kNN falls: the chosen epoch must follow the head
+    calls = {"n": 0}
+
+    def fake_evaluate(model, data, loss_fn, val_batches, cfg, device):
+        calls["n"] += 1
+        return {"val_loss": 1.0, "val_knn": 1.0 / calls["n"], "val_head": float(calls["n"])}
+
+    monkeypatch.setattr(trainer, "_evaluate", fake_evaluate)
+    cfg = {**FAST, "epochs": 3, "patience": 3}
+    run = {"fold": 1, "seed": 0, "encoder_factory": tiny_factory}
+    head = tune(*kfold_cache, {"family": "tiny"}, {"loss": "ce"}, cfg, out_dir=tmp_path / "head", **run)
+    assert head["best_epoch"] == 3
+    calls["n"] = 0
+    legacy = {"loss": "ce", "sampler": "balanced", "select_on": "knn"}  # the earlier CE baseline, by name
+    knn = tune(*kfold_cache, {"family": "tiny"}, legacy, cfg, out_dir=tmp_path / "knn", **run)
+    assert knn["best_epoch"] == 1 and knn["training"]["sampler"] == "balanced"
+
+
+def test_two_views_double_the_anchors_with_independent_crops(kfold_cache, tmp_path):
+    cfg = {**FAST, "max_clip_s": 0.1, "augment": {"gain_db": 6.0}}
+    meta = tune(
+        *kfold_cache, {"family": "tiny"}, {"loss": "supcon", "views": 2}, cfg,
+        fold=1, seed=0, out_dir=tmp_path / "run", encoder_factory=tiny_factory,
+    )  # fmt: skip
+    assert meta["training"]["views"] == 2 and meta["budget"]["views_per_clip"] == 2
+    assert meta["budget"]["batches_per_epoch"] == 3  # same clips per batch and steps per epoch as one view
+
+    waveforms = torch.arange(2 * 4000, dtype=torch.float32).reshape(2, 4000) + 1
+    lengths = torch.tensor([4000, 3000])
+    one = TuneConfig.from_dict({"max_clip_s": 0.05})
+    views, view_lengths = training_views(waveforms, lengths, one, SR, torch.Generator().manual_seed(0), 2)
+    assert views.shape == (4, 800) and view_lengths.tolist() == [800, 800, 800, 800]
+    assert not torch.equal(views[0], views[2])  # two independent crops of clip 0
+    assert views[2, 0] <= 4000 and views[3, 0] > 4000  # rows: view 0 of clips 0, 1, then view 1 of clips 0, 1
+    single = training_views(waveforms, lengths, one, SR, torch.Generator().manual_seed(0), 1)
+    assert torch.equal(single[0], views[:2])  # one view draws exactly what the single-view trainer drew
+
+
+class LevellingEncoder(TinyEncoder):
+    """resemblyzer's level contract; records the level of what reaches the network in training."""
+
+    contract = InputContract(normalize_level=True, trim_silence=False)
+
+    def __init__(self):
+        super().__init__()
+        self.applied_by_caller, self.training_levels = False, []
+
+    @contextlib.contextmanager
+    def contract_applied_by_caller(self):
+        self.applied_by_caller = True
+        yield
+        self.applied_by_caller = False
+
+    def forward(self, waveforms, lengths):
+        if self.training:
+            assert (
+                self.applied_by_caller
+            )  # the trainer applied the contract: the crops are not levelled again
+            valid = torch.arange(waveforms.shape[1]) < lengths[:, None]
+            self.training_levels += ((waveforms.square() * valid).sum(1) / lengths).sqrt().tolist()
+        return super().forward(waveforms, lengths)
+
+
+def test_training_levels_whole_clips_before_cropping_as_resemblyzer_does(tmp_path):
+    """A clip loud in its first half and 40 dB quieter in its second: levelled as a whole (already above
+    -30 dBFS, so unchanged), its quiet crops stay quiet; a crop levelled on its own would reach -30 dBFS."""
+    rng = np.random.default_rng(0)
+    clips = []
+    for i in range(32):
+        loud, quiet = 0.3 * rng.normal(size=4000), 0.003 * rng.normal(size=4000)
+        clips.append({"wave": np.r_[loud, quiet], "labels": [f"c{i % 4}"], "fold": i % 4 + 1})
+    cache = write_cache(tmp_path, clips, [f"c{c}" for c in range(4)])
+    encoder = LevellingEncoder()
+    cfg = {**FAST, "epochs": 1, "max_clip_s": 0.1}
+    tune(
+        *cache, {"family": "tiny"}, {"loss": "supcon"}, cfg,
+        fold=1, seed=0, out_dir=tmp_path / "run", encoder_factory=lambda _: encoder,
+    )  # fmt: skip
+    levels = np.array(encoder.training_levels)
+    assert len(levels) > 0 and levels.min() < 0.01  # quiet crops kept (-30 dBFS is 0.0316)
 
 
 def test_label_kind_and_config_errors(kfold_cache, multi_cache, tmp_path):
@@ -261,6 +423,10 @@ def test_label_kind_and_config_errors(kfold_cache, multi_cache, tmp_path):
         run(kfold_cache, {"loss": "ce"}, {"clips_per_class": 1})
     with pytest.raises(ValueError, match="match no parameter"):
         run(kfold_cache, {"loss": "ce"}, {**FAST, "freeze": ["nothing."]})
+    with pytest.raises(ValueError, match="no classifier head to select on"):
+        run(kfold_cache, {"loss": "supcon", "select_on": "head"})
+    with pytest.raises(ValueError, match="sampler = 'random'"):
+        run(kfold_cache, {"loss": "ce", "sampler": "random"})
 
 
 def test_supcon_without_shared_labels_is_refused(tmp_path):
@@ -467,26 +633,37 @@ def test_knn_metric_against_brute_force():
     assert got == pytest.approx(expected)
 
 
-def test_head_metrics_against_sklearn():
-    from sklearn.metrics import accuracy_score, average_precision_score, f1_score
+def test_head_metrics_are_the_probes_metrics():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from acft.probes.metrics import multilabel_metrics
 
     rng = np.random.default_rng(1)
     logits = torch.tensor(rng.normal(size=(30, 4)), dtype=torch.float32)
-    truth = rng.integers(0, 3, size=30)  # class 3 has no test clip
+    truth = rng.integers(0, 3, size=30)  # class 3 has no test clip but may be predicted
     records = {r["metric"]: r["value"] for r in head_metrics(logits, torch.eye(4)[truth], multilabel=False)}
     predicted = logits.argmax(1).numpy()
     assert records["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
-    assert records["macro_f1"] == pytest.approx(f1_score(truth, predicted, labels=[0, 1, 2], average="macro"))
+    # macro-F1 over the classes in the truth or the predictions, as sklearn's default and the probes
+    assert records["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
+    # one class present: still a 1-class macro-F1, never sklearn's binary reading of an (n, 1) matrix
+    one = {
+        r["metric"]: r["value"] for r in head_metrics(torch.ones(5, 1), torch.ones(5, 1), multilabel=False)
+    }
+    assert one == {"accuracy": 1.0, "macro_f1": 1.0}
 
     mh = (rng.random((30, 4)) < 0.4).astype(np.float32)
     mh[:, 0] = 0
-    records = {r["metric"]: r["value"] for r in head_metrics(logits, torch.tensor(mh), multilabel=True)}
-    probs = torch.sigmoid(logits).numpy()
-    assert records["map"] == pytest.approx(
-        np.mean([average_precision_score(mh[:, c], probs[:, c]) for c in (1, 2, 3)])
+    val_logits = torch.tensor(rng.normal(size=(20, 4)), dtype=torch.float32)
+    val_mh = (rng.random((20, 4)) < 0.4).astype(np.float32)
+    records = {
+        r["metric"]: r["value"]
+        for r in head_metrics(logits, torch.tensor(mh), True, val_logits, torch.tensor(val_mh))
+    }
+    expected = multilabel_metrics(
+        val_mh, torch.sigmoid(val_logits).double().numpy(), mh, torch.sigmoid(logits).double().numpy()
     )
-    f1s = [f1_score(mh[:, c], probs[:, c] >= 0.5, zero_division=0) for c in (1, 2, 3)]
-    assert records["macro_f1"] == pytest.approx(np.mean(f1s))
+    assert records == pytest.approx(expected)
 
 
 def test_random_crop_takes_contiguous_windows():

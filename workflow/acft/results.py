@@ -4,8 +4,9 @@ Every probe writes rows with exactly these columns; tables and plots are compute
 
 - ``dataset, backbone, method``: config names (the Snakemake wildcards).
 - ``fold``: evaluation round (0 = fixed split); ``tune_seed``: tuning seed (0 for ``frozen``).
-- ``probe``: ``linear``, ``knn_majority``, ``knn_weighted``, ``head`` (the fine-tuned model's own classifier)
-  or ``geometry``; ``probe_seed``: seed of a stochastic probe (0 otherwise).
+- ``probe``: ``linear``, ``knn_majority``, ``knn_weighted``, ``head`` (the fine-tuned model's own classifier),
+  ``geometry``, or ``tune`` (a tuning run's choices: ``chosen_lr``, ``chosen_epoch``, ``epochs_run``,
+  ``val_selection_metric``); ``probe_seed``: seed of a stochastic probe (0 otherwise).
 - ``k``: neighbours for kNN rows, 0 otherwise.
 - ``metric, value``: e.g. ``accuracy``, ``macro_f1``, ``map``; grid choices as ``chosen_lr`` etc.
 - ``layer``: the backbone layer the embedding came from ("last" or an index);
@@ -36,7 +37,7 @@ RESULT_COLUMNS = {
     "config_hash": "string",
 }
 
-PROBES = ("linear", "knn_majority", "knn_weighted", "head", "geometry")
+PROBES = ("linear", "knn_majority", "knn_weighted", "head", "geometry", "tune")
 
 
 def make_rows(records: list[dict], **common) -> pd.DataFrame:

@@ -4,7 +4,7 @@
 rule aggregate:
     input:
         rows=list(row_files()),
-        code=package_code("report/aggregate.py", "results.py"),
+        code=script_code("aggregate.py"),
     output:
         parquet="results/results.parquet",
         csv=report(
@@ -27,7 +27,7 @@ rule aggregate:
 rule tables:
     input:
         results="results/results.parquet",
-        code=package_code("report/tables.py", "report/stats.py"),
+        code=script_code("tables.py"),
     output:
         md=report(
             "results/tables/{dataset}.md",
@@ -55,6 +55,8 @@ rule tables:
     params:
         report=config["report"],
         probes=config["probes"],
+        tune=config["tune"],
+        methods=config["methods"],
         method_order=list(config["methods"]),
         baselines={
             "frozen": frozen_methods(),
@@ -71,7 +73,7 @@ rule tables:
 rule plot_metric_vs_k:
     input:
         results="results/results.parquet",
-        code=package_code("report/plots.py"),
+        code=script_code("plots.py"),
     output:
         report(
             "results/plots/{dataset}_metric_vs_k.png",
@@ -93,7 +95,7 @@ rule plot_projection:
     input:
         embeddings=lambda w: list(projection_embeddings(w.dataset).values()),
         vocab="results/data/{dataset}/labels.txt",
-        code=package_code("report/plots.py"),
+        code=script_code("plots.py"),
     output:
         report(
             "results/plots/{dataset}_projection.png",
@@ -118,7 +120,7 @@ rule plot_projection:
 rule plot_curves:
     input:
         logs=lambda w: [f"{tune_dir(r)}/log.csv" for r in tuned_runs(w.dataset)],
-        code=package_code("report/plots.py"),
+        code=script_code("plots.py"),
     output:
         report(
             "results/plots/{dataset}_curves.png",
@@ -144,7 +146,7 @@ rule plot_curves:
 rule check_fresh:
     input:
         rows=list(row_files()),
-        code=package_code("report/aggregate.py"),
+        code=script_code("check_fresh.py"),
     output:
         f"results/checks/fresh-{config_hash(row_files())}.ok",
     log:

@@ -7,23 +7,13 @@ rule tune:
         index=lambda w: f"{cache_dir(w)}/index.parquet",
         waveforms=lambda w: f"{cache_dir(w)}/waveforms.npy",
         vocab="results/data/{dataset}/labels.txt",
-        code=package_code(
-            "tune/trainer.py",
-            "tune/losses.py",
-            "tune/samplers.py",
-            "tune/checkpoint.py",
-            "tune/augment.py",
-            "models/registry.py",
-            "models/base.py",
-            "models/hf.py",
-            "models/resemblyzer.py",
-            "models/pooling.py",
-        ),
+        code=script_code("tune.py"),
     output:
         model="results/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}/model.safetensors",
         meta="results/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}/meta.json",
         log_csv="results/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}/log.csv",
         curve="results/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}/curve.png",
+        # result rows of the run: its tuning choices (probe "tune") and, with a classifier, its head's test scores
         head="results/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}/head.parquet",
     log:
         "logs/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}.log",

@@ -16,9 +16,13 @@ with provenance.track(snakemake.output, dict(snakemake.params.items()), rule="ta
     render_tables(
         results,
         Path(snakemake.output.md).parent,
-        settings=snakemake.params.probes,
+        settings={
+            **snakemake.params.probes,
+            "tune": snakemake.params.tune,
+            "methods": snakemake.params.methods,
+        },
         headline_k=snakemake.params.report["headline_k"],
         method_order=snakemake.params.method_order,
         baselines=snakemake.params.baselines,
-        bootstrap_resamples=snakemake.params.report["bootstrap_resamples"],
+        sign_flips=snakemake.params.report["sign_flips"],
     )

@@ -32,7 +32,7 @@ with provenance.track(snakemake.output, dict(snakemake.params.items()), rule="tu
             "config_hash": snakemake.params.config_hash,
         },
     )
-    facts["chosen_lr"] = meta.get("chosen_lr")
-    # Methods without a classifier head (supcon, jaccard_supcon) report no head rows: an empty table.
+    facts["chosen_lr"], facts["chosen_epoch"] = meta.get("chosen_lr"), meta.get("best_epoch")
+    # tune() always writes the run's rows (probe "tune", plus "head" with a classifier); kept as a safeguard
     if not Path(snakemake.output.head).exists():
         write_parquet(make_rows([]), snakemake.output.head)

@@ -48,12 +48,17 @@ def uniformity(unit: np.ndarray, t: float = 2.0) -> float:
 
 
 def effective_rank(x: np.ndarray) -> float:
-    """exp of the Shannon entropy of the covariance's normalised eigenvalues (Roy & Vetterli 2007)."""
+    """Effective rank of Roy & Vetterli (2007): exp of the Shannon entropy of the normalised singular values.
+
+    Of the centred [N, D] matrix: p_k = sigma_k / sum_j sigma_j, erank = exp(-sum_k p_k log p_k), between 1
+    (one non-zero singular value) and min(N, D) (a flat spectrum). The singular values themselves, not their
+    squares (the covariance eigenvalues), which would give a smaller number for any non-flat spectrum.
+    """
     centred = x - x.mean(axis=0)
-    eigenvalues = np.clip(np.linalg.eigvalsh(centred.T @ centred / max(len(x) - 1, 1)), 0.0, None)
-    if eigenvalues.sum() == 0:
+    singular_values = np.linalg.svd(centred, compute_uv=False)
+    if singular_values.sum() == 0:
         return float("nan")
-    p = eigenvalues / eigenvalues.sum()
+    p = singular_values / singular_values.sum()
     p = p[p > 0]
     return float(np.exp(-np.sum(p * np.log(p))))
 

@@ -5,11 +5,14 @@ Loss: mean cross-entropy (single-label) or mean over clips of the summed per-cla
 ``LogisticRegression(C=C)`` minimises C * sum(CE) + 0.5 ||W||^2, the same optimum as weight_decay =
 1 / (C * n_train). The problem is convex, so probe seeds (which draw the initial weights) differ only by
 how far L-BFGS got in ``max_iter`` iterations.
+
+Only the weight decay is chosen on val. L-BFGS has no learning rate to tune: its ``lr`` is the initial step
+of the strong-Wolfe line search, which rescales every step, and each fit runs to the gradient tolerance, so
+a grid over it would pick among fits of the same optimum (an earlier ``lr_grid`` did exactly that).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 
@@ -21,6 +24,7 @@ from .metrics import mean_average_precision, multilabel_metrics, single_label_me
 
 # stop when every gradient entry is below this, scikit-learn's lbfgs default (its loss has the same scale)
 GRAD_TOL = 1e-4
+LBFGS_STEP = 1.0  # initial step of the line search (torch's default); not a hyper-parameter, see above
 
 DEVICES = {
     "auto": lambda: "cuda" if torch.cuda.is_available() else "cpu",
@@ -73,10 +77,10 @@ def fit_linear(
     n_classes: int,
     *,
     multilabel: bool,
-    lr: float,
     weight_decay: float,
     max_iter: int,
     seed: int,
+    lr: float = LBFGS_STEP,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit logits = features @ W + b by full-batch L-BFGS (strong-Wolfe line search; ``lr`` = initial step).
 
@@ -145,29 +149,28 @@ def linear_probe(
     *,
     multilabel: bool,
     n_classes: int | None = None,
-    lr_grid: Sequence[float] = (0.1, 1.0),
     weight_decay_grid: Sequence[float] = (0.0, 1e-4, 1e-3, 1e-2),
     max_iter: int = 100,
     seed: int = 0,
     device: str = "auto",
 ) -> list[dict]:
-    """Fit on train for every (lr, weight decay) grid point, keep the best on val, test it once.
+    """Fit on train for every weight decay of the grid, keep the best on val, test it once.
 
     Args:
         train_emb, val_emb, test_emb: [N_split, D] embeddings (val may have 0 rows if the grid has one point).
         train_labels, val_labels, test_labels: int64 [N] class indices, or multi-hot [N, C] if ``multilabel``.
         n_classes: C for single-label (default: 1 + the largest label seen).
-        lr_grid, weight_decay_grid: candidates; ties on the val criterion go to the earlier grid point.
+        weight_decay_grid: candidates; ties on the val criterion go to the earlier one.
         max_iter: L-BFGS iterations per fit. seed: probe seed (initial weights). device: see ``resolve_device``.
 
     Returns:
         records {"probe": "linear", "probe_seed", "metric", "value"}: accuracy and macro_f1 (single-label) or
         map, macro_f1, n_classes_without_test_positive, n_classes_without_val_positive (multi-label); plus
-        chosen_lr and chosen_weight_decay.
+        chosen_weight_decay.
     """
-    grid = list(itertools.product(lr_grid, weight_decay_grid))
+    grid = list(weight_decay_grid)
     if not grid:
-        raise ValueError("the linear probe's lr_grid and weight_decay_grid must not be empty")
+        raise ValueError("the linear probe's weight_decay_grid must not be empty")
     has_val = len(val_emb) > 0
     if len(grid) > 1 and not has_val:
         raise ValueError(f"the linear probe grid has {len(grid)} points but the val split is empty")
@@ -184,13 +187,12 @@ def linear_probe(
         train_y = torch.as_tensor(np.asarray(train_labels), dtype=torch.long, device=target)
 
     best = None
-    for lr, weight_decay in grid:
+    for weight_decay in grid:
         weight, bias = fit_linear(
             train_x,
             train_y,
             n_classes,
             multilabel=multilabel,
-            lr=lr,
             weight_decay=weight_decay,
             max_iter=max_iter,
             seed=seed,
@@ -202,8 +204,8 @@ def linear_probe(
         )
         criterion = -math.inf if math.isnan(criterion) else criterion  # e.g. no val positive for any class
         if best is None or criterion > best[0]:
-            best = (criterion, lr, weight_decay, weight, bias)
-    _, lr, weight_decay, weight, bias = best
+            best = (criterion, weight_decay, weight, bias)
+    _, weight_decay, weight, bias = best
 
     test_scores = _scores(test_x, weight, bias, multilabel)
     if multilabel:
@@ -211,5 +213,5 @@ def linear_probe(
         metrics = multilabel_metrics(val_labels if has_val else None, val_scores, test_labels, test_scores)
     else:
         metrics = single_label_metrics(test_labels, test_scores.argmax(1))
-    metrics.update(chosen_lr=float(lr), chosen_weight_decay=float(weight_decay))
+    metrics.update(chosen_weight_decay=float(weight_decay))
     return [{"probe": "linear", "probe_seed": int(seed), "metric": m, "value": v} for m, v in metrics.items()]

@@ -3,11 +3,14 @@
 Per dataset, in ``out_dir``:
 
 - ``{dataset}.md/.tex/.csv``: headline metrics, rows = backbone x method (frozen, then the CE/BCE baselines,
-  then the rest in config order), cells "mean ± std" over replicates (fold x tuning seed), best per column and
-  backbone in bold; the CSV holds one row per cell with mean, std, 95 % t-interval and n.
-- ``{dataset}_long.csv``: every probe, k, layer, shots and metric summarised the same way (the full k sweep).
-- ``{dataset}_deltas.*``: each method minus the frozen backbone and minus the CE/BCE baseline, with a paired
-  bootstrap CI over replicate pairs and a paired sign-flip test (mean delta, 95 % CI, two-sided p).
+  then the rest in config order), cells "mean ± std" over the units of inference (k-fold data: folds, each the
+  mean over its tuning seeds; a fixed split: tuning seeds; see ``acft.report.stats``), best per column and
+  backbone in bold; the CSV holds one row per cell with mean, std, 95 % t-interval and n (units).
+- ``{dataset}_long.csv``: every probe, k, layer, shots and metric summarised the same way (the full k sweep,
+  and the tuning choices: probe "tune", metrics chosen_lr and chosen_epoch).
+- ``{dataset}_deltas.*``: every method minus every method before it in table order (so each tuned method
+  against the frozen backbone and the CE/BCE baselines, and the contrastive variants against each other),
+  paired by unit: mean delta, 95 % Student-t interval, paired sign-flip p-value, n.
 - ``{dataset}_geometry.*``: the embedding-geometry diagnostics, mean ± std.
 - ``{dataset}_fewshot.*``: headline metrics against train clips per class (rows with shots != "all").
 
@@ -22,16 +25,15 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..io import write_csv, write_text
-from .stats import paired_bootstrap, summarize
+from ..methods import describe_training, training_settings
+from .stats import REPLICATE, SEED, inference_units, paired_test, paired_unit_deltas, summarize, unit_of
 
 DEFAULT_BASELINES = {"frozen": ["frozen"], "supervised": ["ce", "bce"]}
 DECIMALS = 3
 SUMMARY_COLUMNS = ["mean", "std", "ci_low", "ci_high", "n"]
-REPLICATE = ["fold", "tune_seed"]
 
 # Geometry diagnostics in print order with their column labels; other geometry metrics follow by name.
 GEOMETRY_LABELS = {
@@ -108,7 +110,7 @@ def render_tables(
     method_order: list[str] | None = None,
     baselines: dict | None = None,
     seed: int = 0,
-    bootstrap_resamples: int = 10_000,
+    sign_flips: int = 10_000,
 ) -> list[Path]:
     """Write every table of every dataset in ``results``; return the written paths in a stable order.
 
@@ -119,8 +121,8 @@ def render_tables(
         headline_k: k of the kNN columns of the main table.
         method_order: methods in config order (methods not listed follow alphabetically).
         baselines: {"frozen": name(s), "supervised": name(s)} of the reference methods.
-        seed: base seed of the paired bootstraps.
-        bootstrap_resamples: resamples per paired bootstrap.
+        seed: base seed of the Monte Carlo sign flips (used only beyond 16 units).
+        sign_flips: random sign patterns of a paired test with more than 16 units.
     """
     if results.empty:
         raise ValueError("no result rows to tabulate")
@@ -136,7 +138,7 @@ def render_tables(
         )
         tables = {
             "": main_table(context),
-            "_deltas": delta_table(context, seed=seed, resamples=bootstrap_resamples),
+            "_deltas": delta_table(context, seed=seed, flips=sign_flips),
             "_geometry": geometry_table(context),
             "_fewshot": fewshot_table(context),
         }
@@ -153,7 +155,11 @@ def render_tables(
 
 
 class DatasetResults:
-    """One dataset's rows reduced to replicate values, with the ordering and settings every table shares."""
+    """One dataset's rows reduced to replicate values, with the ordering and settings every table shares.
+
+    ``cells`` keeps the (fold, tuning seed) replicates; every summary and test reduces them to units of
+    inference first (``acft.report.stats.inference_units``).
+    """
 
     CELL_KEYS = ["backbone", "method", "probe", "layer", "shots", "k", "metric"]
 
@@ -182,49 +188,57 @@ class DatasetResults:
         return self.cells.get(key, empty)
 
     def summary(self, backbone: str, method: str, column: Column, shots: str = "all") -> dict:
-        return summarize(self.values(backbone, method, column, shots).to_numpy())
+        """mean, std, t-interval and n over the cell's units of inference."""
+        return summarize(inference_units(self.values(backbone, method, column, shots)).to_numpy())
 
     def methods_of(self, backbone: str) -> list[str]:
         present = set(self.rows.loc[self.rows["backbone"] == backbone, "method"])
         return [m for m in self.methods if m in present]
 
-    def references_for(self, method: str, present: list[str]) -> list[str]:
-        """Frozen references for every tuned method; CE/BCE references for the methods that are neither."""
-        if method in self.frozen:
-            return []
-        references = [m for m in self.frozen if m in present]
-        if method not in self.supervised:
-            references += [m for m in self.supervised if m in present]
-        return references
+    def comparisons(self, backbone: str) -> list[tuple[str, str]]:
+        """(method, reference) for every method and every method before it in table order: each tuned method
+        against the frozen backbone and the CE/BCE baselines, and the contrastive variants against each other
+        (e.g. jaccard_supcon - supcon). Two frozen methods (e.g. external embeddings) are compared too."""
+        present = self.methods_of(backbone)
+        return [(method, reference) for i, method in enumerate(present) for reference in present[:i]]
 
     def shots(self) -> list[str]:
         """Few-shot settings present (not "all"), in numeric order."""
         return sorted({s for s in self.rows["shots"] if s != "all"}, key=_natural)
 
+    def unit(self) -> str:
+        """The unit of inference of this dataset: "fold" (k-fold) or "tuning seed" (fixed split)."""
+        index = pd.MultiIndex.from_frame(self.rows[REPLICATE])
+        return unit_of(pd.Series(0.0, index=index))
+
     def replicate_note(self) -> str:
         folds = sorted(self.rows["fold"].unique())
         seeds = sorted(self.rows.loc[~self.rows["method"].isin(self.frozen), "tune_seed"].unique())
-        fold_text = "fold 0: the fixed split" if folds == [0] else f"folds {_join(folds)}"
-        note = (
-            f"Cells: mean ± sample std over replicates, one per fold × tuning seed ({fold_text}; "
-            f"tuning seeds {_join(seeds) if seeds else 'none'}"
-        )
-        if self.rows["method"].isin(self.frozen).any():
-            note += "; the frozen backbone: one per fold"
-        note += ")"
+        seed_text = f"tuning seeds {_join(seeds)}" if seeds else "no tuned method"
+        if self.unit() == SEED:
+            note = (
+                f"Cells: mean ± sample std over the tuning seeds, the unit of inference on this fixed split "
+                f"(fold 0; {seed_text}; n = {len(seeds)}); the frozen backbone has a single run"
+            )
+        else:
+            note = (
+                f"Cells: mean ± sample std over the folds, the unit of inference (folds {_join(folds)}; "
+                f"n = {len(folds)}): each fold's value is the mean over its {seed_text}, which share the "
+                "fold's test clips; the frozen backbone has one run per fold"
+            )
         probe_seeds = self.settings.get("linear", {}).get("probe_seeds", [])
         if len(probe_seeds) > 1:
-            note += f"; the {len(probe_seeds)} linear-probe seeds are averaged within a replicate"
-        return note + "; a cell without ± has a single replicate. n/a: no result."
+            note += f"; the {len(probe_seeds)} linear-probe seeds are averaged within a run"
+        return note + ". A cell without ± has a single unit. n/a: no result."
 
     def probe_notes(self) -> list[str]:
         notes = []
         linear = self.settings.get("linear")
         if linear:
             notes.append(
-                "Linear probe: fitted on the train split (train-standardised features); "
-                f"lr from {_grid(linear.get('lr_grid'))} and weight decay from "
-                f"{_grid(linear.get('weight_decay_grid'))} chosen on val; max_iter {linear.get('max_iter', 'n/a')}."
+                "Linear probe: fitted by L-BFGS on the train split (train-standardised features); weight decay "
+                f"from {_grid(linear.get('weight_decay_grid'))} chosen on val; max_iter "
+                f"{linear.get('max_iter', 'n/a')}."
             )
         knn = self.settings.get("knn")
         if knn:
@@ -233,8 +247,47 @@ class DatasetResults:
                 f"{_join(knn.get('k', []))}); maj. = majority vote, w. = similarity-weighted vote exp(s/τ), "
                 f"τ = {_number(knn.get('temperature'))}."
             )
+        rows = self.rows
+        clamped = rows[(rows["metric"] == "effective_k") & (rows["value"] < rows["k"])]
+        if not clamped.empty:
+            used = clamped.groupby("k")["value"].agg(["min", "max"])
+            text = "; ".join(
+                f"k = {k} used {lo:g}" + (f"–{hi:g}" if hi != lo else "") for k, (lo, hi) in used.iterrows()
+            )
+            notes.append(
+                f"kNN: a k above the train clips of a run is clamped to them (every train clip votes): {text}."
+            )
+        unseen = rows[rows["metric"] == "test_classes_without_train"]
+        if not unseen.empty:
+            runs = unseen.drop_duplicates(["backbone", "method", *REPLICATE])
+            notes.append(
+                f"{len(runs)} run(s) have test classes without a train clip (at most {unseen['value'].max():g}), "
+                "which no probe can predict; the probe logs name them."
+            )
         if self.multilabel:
             notes.append("mAP: macro average precision over the classes with a test positive.")
+        return notes
+
+    def tuning_notes(self) -> list[str]:
+        """The shared budget and lr candidates, and each tuned method's sampler and selection metric."""
+        tune, methods = self.settings.get("tune"), self.settings.get("methods", {})
+        tuned = [m for m in self.methods if m in methods and methods[m].get("loss") != "none"]
+        if not tune or not tuned:
+            return []
+        batch = f"{tune.get('classes_per_batch', 'P')}×{tune.get('clips_per_class', 'm')}"
+        notes = [
+            f"Tuning budget, equal for every method: {tune.get('epochs', 'n/a')} epochs of ceil(N_train / B) "
+            f"batches of B = {batch} clips (P capped at the number of labels), i.e. one pass of train clips "
+            f"per epoch, {tune.get('grad_accum', 1)} batch(es) per optimiser step; lr candidates "
+            f"{_grid(tune.get('lr_candidates'))}; chosen lr and epoch per run: probe 'tune' rows of "
+            f"{self.dataset}_long.csv and results.csv."
+        ]
+        knn_k = tune.get("val_knn_k", 5)
+        described = {
+            m: describe_training(training_settings(methods[m]), multilabel=self.multilabel, knn_k=knn_k)
+            for m in tuned
+        }
+        notes.append("Training: " + "; ".join(f"{m}: {text}" for m, text in described.items()) + ".")
         return notes
 
     def long_frame(self) -> pd.DataFrame:
@@ -249,7 +302,7 @@ class DatasetResults:
             {
                 "dataset": self.dataset,
                 **dict(zip(self.CELL_KEYS, key, strict=True)),
-                **summarize(values.to_numpy()),
+                **summarize(inference_units(values).to_numpy()),
             }
             for key, values in sorted(self.cells.items(), key=lambda item: order(item[0]))
         ]
@@ -284,10 +337,11 @@ def main_table(results: DatasetResults) -> tuple[Table, pd.DataFrame]:
             results.replicate_note(),
             "Bold: the best mean per column within a backbone (every tie at the printed precision; only "
             "where at least two methods have a value).",
-            f"95 % Student-t intervals and n per cell: {results.dataset}.csv; every probe, k, layer and metric: "
-            f"{results.dataset}_long.csv.",
+            f"95 % Student-t intervals and n (units) per cell: {results.dataset}.csv; every probe, k, layer and "
+            f"metric: {results.dataset}_long.csv.",
             *results.probe_notes(),
-            "Head: the fine-tuned model's own classifier (methods trained with one).",
+            *results.tuning_notes(),
+            "Head: the fine-tuned model's own classifier (methods trained with one), scored like the probes.",
         ],
         empty_message="No result rows.",
     )
@@ -295,48 +349,62 @@ def main_table(results: DatasetResults) -> tuple[Table, pd.DataFrame]:
     return table, pd.DataFrame(records, columns=columns)
 
 
-def delta_table(results: DatasetResults, *, seed: int, resamples: int) -> tuple[Table, pd.DataFrame]:
-    """Each method minus the frozen and the CE/BCE references per headline column: bootstrap CI, sign-flip p."""
+def delta_table(results: DatasetResults, *, seed: int, flips: int) -> tuple[Table, pd.DataFrame]:
+    """Every method minus every earlier method per headline column, paired by unit: t-interval, sign-flip p."""
     rows, records = [], []
     for backbone in results.backbones:
-        present = results.methods_of(backbone)
-        for method in present:
-            for reference in results.references_for(method, present):
-                for column in results.columns:
-                    theirs = results.values(backbone, reference, column).dropna()
-                    if theirs.empty:  # not applicable (e.g. the frozen backbone has no head), not missing
-                        continue
-                    mine = results.values(backbone, method, column).dropna()
-                    deltas = _paired_deltas(mine, theirs, by_fold=reference in results.frozen)
-                    key = f"{seed}|{results.dataset}|{backbone}|{method}|{reference}|{column.label}"
-                    test = paired_bootstrap(deltas, resamples=resamples, seed=zlib.crc32(key.encode()))
-                    rows.append([backbone, method, reference, column.label, *_format_test(test)])
-                    records.append(
-                        {"dataset": results.dataset, "backbone": backbone, "method": method}
-                        | {"reference": reference, "column": column.label, "probe": column.probe}
-                        | {"k": column.k, "metric": column.metric}
-                        | test
-                    )
+        for method, reference in results.comparisons(backbone):
+            for column in results.columns:
+                theirs = results.values(backbone, reference, column).dropna()
+                if theirs.empty:  # not applicable (e.g. the frozen backbone has no head), not missing
+                    continue
+                mine = results.values(backbone, method, column).dropna()
+                deltas = paired_unit_deltas(mine, theirs, shared_reference=reference in results.frozen)
+                key = f"{seed}|{results.dataset}|{backbone}|{method}|{reference}|{column.label}"
+                test = paired_test(deltas, flips=flips, seed=zlib.crc32(key.encode()))
+                rows.append([backbone, method, reference, column.label, *_format_test(test)])
+                records.append(
+                    {"dataset": results.dataset, "backbone": backbone, "method": method}
+                    | {"reference": reference, "column": column.label, "probe": column.probe}
+                    | {"k": column.k, "metric": column.metric}
+                    | test
+                    | {"unit": results.unit()}
+                )
     table = Table(
-        title=f"{results.dataset}: differences to the frozen backbone and the CE/BCE baseline",
-        header=["Backbone", "Method", "vs", "Metric", "Δ", "95 % CI", "p", "Pairs"],
+        title=f"{results.dataset}: paired differences between methods",
+        header=["Backbone", "Method", "vs", "Metric", "Δ", "95 % CI", "p", "n"],
         rows=rows,
         n_label_columns=4,
-        notes=[
-            "Δ = method − reference: mean over replicate pairs matched by (fold, tuning seed); the frozen "
-            "backbone (tuning seed 0) is matched by fold.",
-            f"95 % CI: percentile interval of a paired bootstrap over the pairs ({resamples} resamples); p: "
-            "two-sided paired sign-flip (randomisation) test, exact up to 16 pairs: with n pairs the smallest "
-            "possible p is 2/2^n (0.25 for 3 seeds).",
-            "Fewer than two pairs: Δ only, CI and p n/a. Comparisons with a reference that has no result for "
-            "a metric (the frozen backbone has no head) are left out.",
-        ],
-        empty_message="No comparisons: the dataset has no reference method (frozen, CE or BCE) to compare with.",
+        notes=_delta_notes(results, flips),
+        empty_message="No comparisons: the dataset has fewer than two methods per backbone.",
     )
     columns = ["dataset", "backbone", "method", "reference", "column", "probe", "k", "metric"]
     return table, pd.DataFrame(
-        records, columns=[*columns, "mean_delta", "ci_low", "ci_high", "p_value", "n_pairs"]
+        records, columns=[*columns, "mean_delta", "ci_low", "ci_high", "p_value", "n", "unit"]
     )
+
+
+def _delta_notes(results: DatasetResults, flips: int) -> list[str]:
+    if results.unit() == SEED:
+        unit = (
+            "n = tuning seeds (the unit of inference on a fixed split), matched by seed; the frozen "
+            "backbone's single run is the reference of every seed"
+        )
+    else:
+        unit = (
+            "n = folds (the unit of inference): per fold, the mean over its tuning seeds minus the "
+            "reference's, since a fold's seeds share its test clips"
+        )
+    return [
+        f"Δ = method − reference (vs), every method against every method above it: mean over units; {unit}.",
+        "95 % CI: Student-t interval of the mean Δ over the n units (t with n − 1 degrees of freedom); "
+        "'n too small' below two units.",
+        "p: two-sided paired sign-flip (randomisation) test over the units, exact up to 16 units (the "
+        f"smallest possible p is 2/2^n: 0.25 for 3, 0.0625 for 5), beyond that {flips} random flips with "
+        "p = (1 + count)/(flips + 1). p-values are per comparison, not adjusted for the number of rows.",
+        "Comparisons with a reference that has no result for a metric (the frozen backbone has no head) are "
+        "left out.",
+    ]
 
 
 def geometry_table(results: DatasetResults) -> tuple[Table, pd.DataFrame]:
@@ -480,15 +548,15 @@ def format_cell(summary: dict) -> str:
 
 
 def _format_test(test: dict) -> list[str]:
-    """Δ, CI, p and pair count of one paired bootstrap as table cells."""
-    if test["n_pairs"] == 0:
+    """Δ, t-interval, p and unit count of one paired test as table cells."""
+    if test["n"] == 0:
         return ["n/a", "n/a", "n/a", "0"]
     delta = _fixed(test["mean_delta"], signed=True)
     if math.isnan(test["p_value"]):
-        return [delta, "n/a", "n/a", str(test["n_pairs"])]
+        return [delta, "n too small", "n/a", str(test["n"])]
     interval = f"[{_fixed(test['ci_low'], signed=True)}, {_fixed(test['ci_high'], signed=True)}]"
     p_value = "<0.001" if test["p_value"] < 0.001 else f"{test['p_value']:.3f}"
-    return [delta, interval, p_value, str(test["n_pairs"])]
+    return [delta, interval, p_value, str(test["n"])]
 
 
 def _fixed(value: float, signed: bool = False) -> str:
@@ -505,18 +573,6 @@ def _best_cells(block: list[list[dict]]) -> list[tuple[int, int]]:
             top = max(means.values())
             best += [(row, column) for row, mean in means.items() if mean == top]
     return best
-
-
-def _paired_deltas(mine: pd.Series, theirs: pd.Series, *, by_fold: bool) -> np.ndarray:
-    """[pairs] method - reference; the frozen reference (tuning seed 0 only) pairs with every seed of a fold."""
-    if by_fold:
-        per_fold = theirs.groupby(level="fold").mean()
-        matched = per_fold.reindex(mine.index.get_level_values("fold")).to_numpy()
-        deltas = mine.to_numpy() - matched
-    else:
-        joined = pd.concat([mine.rename("mine"), theirs.rename("theirs")], axis=1, join="inner")
-        deltas = (joined["mine"] - joined["theirs"]).to_numpy()
-    return deltas[np.isfinite(deltas)]
 
 
 def _method_order(present: set[str], configured: list[str], frozen: list[str], supervised: list[str]) -> list:

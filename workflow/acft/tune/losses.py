@@ -1,4 +1,5 @@
-"""Tuning losses by name: vanilla fine-tuning (ce / bce), SupCon, Jaccard-weighted SupCon and a hybrid.
+"""Tuning losses by name: vanilla fine-tuning (ce / bce), SupCon, two Jaccard-weighted SupCons, MulSupCon and a
+hybrid.
 
 Every loss reads the model's output dict (``embedding``, ``projection``, ``logits``) and the batch's multi-hot
 label matrix [B, C] (single-label data arrives one-hot), so the trainer needs no per-loss branches. A method
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..methods import TRAINING_DEFAULTS
 
 
 def shared_label_weights(multi_hot: Tensor) -> Tensor:
@@ -54,19 +57,24 @@ def jaccard_weights(multi_hot: Tensor, threshold: float = 0.0, power: float = 1.
     return weights
 
 
-def weighted_supcon(z: Tensor, pair_weights: Tensor, temperature: float) -> Tensor:
+def weighted_supcon(
+    z: Tensor, pair_weights: Tensor, temperature: float, *, normalise_by_count: bool = False
+) -> Tensor:
     """Supervised contrastive loss with per-pair positive weights, normalised per anchor.
 
     Khosla et al. 2020, eq. 2 (L_out): for anchor i,
     ``l_i = -sum_j w_ij / (sum_j w_ij) * log(exp(z_i.z_j / tau) / sum_{a != i} exp(z_i.z_a / tau))``.
     The denominator holds every other clip of the batch (partial positives too); binary weights give SupCon,
-    Jaccard weights give the multi-label variant. The loss is the mean over anchors with a positive weight;
-    a batch without any positive pair returns a zero that still carries the graph, never NaN.
+    Jaccard weights give the multi-label variant. With ``normalise_by_count`` the anchor's sum is divided by
+    its number of positives |P(i)| = #{j : w_ij > 0} instead of sum_j w_ij, so a partial positive (w < 1)
+    pulls less than a full one instead of being rescaled to a full share. The loss is the mean over anchors
+    with a positive weight; a batch without any positive pair returns a zero that still carries the graph.
 
     Args:
         z: [B, D] L2-normalised features.
         pair_weights: [B, B] non-negative weights; the diagonal is ignored.
         temperature: softmax temperature tau.
+        normalise_by_count: divide by the positive count rather than the weight sum.
 
     Returns:
         scalar loss.
@@ -79,8 +87,43 @@ def weighted_supcon(z: Tensor, pair_weights: Tensor, temperature: float) -> Tens
         return z.sum() * 0.0
     logits = (z @ z.T / temperature).masked_fill(self_pair, float("-inf"))
     log_prob = (logits - torch.logsumexp(logits, dim=1, keepdim=True)).masked_fill(self_pair, 0.0)
-    per_anchor = -(weights * log_prob).sum(dim=1)[has_positive] / weight_sum[has_positive]
+    normaliser = (weights > 0).sum(dim=1).to(z.dtype) if normalise_by_count else weight_sum
+    per_anchor = -(weights * log_prob).sum(dim=1)[has_positive] / normaliser[has_positive]
     return per_anchor.mean()
+
+
+def mulsupcon(z: Tensor, multi_hot: Tensor, temperature: float) -> Tensor:
+    """MulSupCon (Zhang & Wu, AAAI 2024): every (clip, label) pair is its own anchor.
+
+    Anchor (i, c) for each label c of clip i has the positives P(i, c) = {j != i : clip j carries c} and the
+    loss ``-1/|P(i, c)| sum_{j in P(i, c)} log(exp(z_i.z_j / tau) / sum_{a != i} exp(z_i.z_a / tau))``; the
+    loss is the mean over label anchors with a positive (in-batch form of the authors' queue-based loss, with
+    its default equal weight per label anchor). Summed over c, anchor i weights pair (i, j) by
+    w_ij = sum_{c in Y_i & Y_j} 1 / |P(i, c)|, so one weighted log-softmax pass computes it.
+
+    Args:
+        z: [B, D] L2-normalised features.
+        multi_hot: [B, C] multi-hot labels (one-hot data gives SupCon).
+        temperature: softmax temperature tau.
+
+    Returns:
+        scalar loss; a defined zero (with graph) when no label occurs twice in the batch.
+    """
+    labels = (multi_hot > 0).to(z.dtype)  # [B, C]
+    positives_per_anchor = labels.sum(dim=0) - 1  # [C] |P(i, c)| for every clip i carrying c
+    valid = positives_per_anchor > 0  # labels that occur at least twice
+    n_anchors = (labels[:, valid]).sum()
+    if not bool(n_anchors > 0):
+        return z.sum() * 0.0
+    inverse = torch.where(
+        valid, 1.0 / positives_per_anchor.clamp_min(1.0), torch.zeros_like(positives_per_anchor)
+    )
+    pair_weights = (labels * inverse) @ labels.T  # [B, B] w_ij = sum_c y_ic y_jc / |P(i, c)|
+    self_pair = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    pair_weights = pair_weights.masked_fill(self_pair, 0.0)
+    logits = (z @ z.T / temperature).masked_fill(self_pair, float("-inf"))
+    log_prob = (logits - torch.logsumexp(logits, dim=1, keepdim=True)).masked_fill(self_pair, 0.0)
+    return -(pair_weights * log_prob).sum() / n_anchors
 
 
 def _ce(outputs: dict[str, Tensor], multi_hot: Tensor, *, multilabel: bool) -> Tensor:
@@ -106,6 +149,24 @@ def _jaccard_supcon(
 ) -> Tensor:
     weights = jaccard_weights(multi_hot, jaccard_threshold, jaccard_power)
     return weighted_supcon(outputs["projection"], weights, temperature)
+
+
+def _jaccard_supcon_count(
+    outputs: dict[str, Tensor],
+    multi_hot: Tensor,
+    *,
+    multilabel: bool,
+    temperature: float,
+    jaccard_threshold: float,
+) -> Tensor:
+    weights = jaccard_weights(multi_hot, jaccard_threshold)
+    return weighted_supcon(outputs["projection"], weights, temperature, normalise_by_count=True)
+
+
+def _mulsupcon(
+    outputs: dict[str, Tensor], multi_hot: Tensor, *, multilabel: bool, temperature: float
+) -> Tensor:
+    return mulsupcon(outputs["projection"], multi_hot, temperature)
 
 
 def _supcon_ce(
@@ -136,6 +197,12 @@ LOSSES = {
         {"temperature": 0.1, "jaccard_threshold": 0.0, "jaccard_power": 1.0},
         _jaccard_supcon,
     ),
+    # Jaccard weights thresholded (pairs below jaccard_threshold are not positives), normalised by the number
+    # of positives; 0.5 keeps pairs that share at least half of their labels
+    "jaccard_supcon_count": Loss(
+        ("projection",), "any", {"temperature": 0.1, "jaccard_threshold": 0.5}, _jaccard_supcon_count
+    ),
+    "mulsupcon": Loss(("projection",), "any", {"temperature": 0.1}, _mulsupcon),
     "supcon_ce": Loss(
         ("projection", "classifier"), "any", {"temperature": 0.1, "ce_weight": 0.5}, _supcon_ce
     ),
@@ -154,7 +221,9 @@ def resolve_method(method_cfg: dict) -> tuple[str, Loss, dict]:
     """Look up a method config's loss and fill in its hyper-parameter defaults.
 
     Args:
-        method_cfg: ``{"loss": name, **hyper-parameters}``.
+        method_cfg: ``{"loss": name, **hyper-parameters}``, optionally with the training keys of
+            ``acft.methods`` (sampler, select_on, views), which are not loss parameters and are skipped here.
+            A parameter set to None takes the loss's default.
 
     Returns:
         (loss name, Loss entry, hyper-parameters with defaults applied).
@@ -165,6 +234,7 @@ def resolve_method(method_cfg: dict) -> tuple[str, Loss, dict]:
     if name not in LOSSES:
         raise ValueError(f"unknown method loss {name!r}; expected one of {sorted(LOSSES)} (or 'none')")
     loss = LOSSES[name]
+    method_cfg = {k: v for k, v in method_cfg.items() if k not in TRAINING_DEFAULTS and v is not None}
     unknown = sorted(set(method_cfg) - {"loss"} - set(loss.defaults))
     if unknown:
         raise ValueError(

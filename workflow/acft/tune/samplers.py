@@ -1,9 +1,13 @@
-"""Class-balanced batches that guarantee positives for the contrastive losses.
+"""Training batches: class-balanced P x m batches for the contrastive losses, uniform shuffles for vanilla
+fine-tuning, with one budget for both.
 
-Each batch draws P labels and m clips carrying each label ("P x m" sampling), so every drawn label with at least
-two clips gives each of its clips a positive. Multi-label clips drawn for two labels appear once. Clips without
-any label form one extra group, so they still reach the loss (as negatives only) instead of being dropped.
-Batches are a pure function of (seed, epoch): the sampler's resume state is just those two numbers.
+Balanced: each batch draws P labels and m clips carrying each label ("P x m" sampling), so every drawn label
+with at least two clips gives each of its clips a positive. Multi-label clips drawn for two labels appear once.
+Clips without any label form one extra group, so they still reach the loss (as negatives only).
+Shuffled: a uniform permutation of the train clips cut into batches of B clips, every clip once per epoch.
+Budget: both give ceil(N / B) batches per epoch with B = P x m (P capped at the number of label groups), so an
+epoch means the same number of optimiser steps and about N clip draws under either sampler.
+Batches are a pure function of (seed, epoch): a sampler's resume state is just those two numbers.
 """
 
 from __future__ import annotations
@@ -65,8 +69,13 @@ class LabelBalancedBatchSampler:
         self.clips_per_class = clips_per_class
         self.seed, self.epoch = int(seed), 0
 
+    @property
+    def batch_size(self) -> int:
+        """B = P x m, the nominal clips per batch (fewer when a label has under m clips or clips repeat)."""
+        return self.classes_per_batch * self.clips_per_class
+
     def __len__(self) -> int:
-        return max(1, math.ceil(self.n_clips / (self.classes_per_batch * self.clips_per_class)))
+        return max(1, math.ceil(self.n_clips / self.batch_size))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -90,6 +99,51 @@ class LabelBalancedBatchSampler:
                 f"sampler state was saved with seed {state['seed']}, this sampler has seed {self.seed}"
             )
         self.epoch = int(state["epoch"])
+
+
+class ShuffledBatchSampler:
+    """Yields batches of clip positions from a uniform permutation: every clip exactly once per epoch.
+
+    Args:
+        n_clips: N, clips of the split.
+        batch_size: B; the last batch of an epoch holds the remaining N mod B clips (if any).
+        seed: base seed; the epoch's permutation comes from (seed, epoch).
+    """
+
+    def __init__(self, n_clips: int, batch_size: int, seed: int):
+        if n_clips < 1 or batch_size < 1:
+            raise ValueError(f"shuffled batches need n_clips ({n_clips}) and batch_size ({batch_size}) >= 1")
+        self.n_clips, self.batch_size = int(n_clips), int(batch_size)
+        self.seed, self.epoch = int(seed), 0
+
+    def __len__(self) -> int:
+        return math.ceil(self.n_clips / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n_clips)
+        yield from (order[i : i + self.batch_size] for i in range(0, self.n_clips, self.batch_size))
+
+    state_dict = LabelBalancedBatchSampler.state_dict
+    load_state_dict = LabelBalancedBatchSampler.load_state_dict
+
+
+def make_batch_sampler(
+    kind: str, multi_hot: np.ndarray, classes_per_batch: int, clips_per_class: int, seed: int
+):
+    """A ``balanced`` (P x m) or ``shuffle`` sampler over the clips of ``multi_hot`` [N, C], same budget.
+
+    The shuffled batches hold B = P x m clips with P capped at the label groups, exactly the balanced batch
+    size, so both samplers give ceil(N / B) batches per epoch.
+    """
+    balanced = LabelBalancedBatchSampler(multi_hot, classes_per_batch, clips_per_class, seed)
+    if kind == "balanced":
+        return balanced
+    if kind == "shuffle":
+        return ShuffledBatchSampler(balanced.n_clips, balanced.batch_size, seed)
+    raise ValueError(f"unknown sampler {kind!r}; expected 'balanced' or 'shuffle'")
 
 
 def anchors_with_positive(multi_hot: Tensor) -> Tensor:
