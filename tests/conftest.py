@@ -54,6 +54,15 @@ def tiny_workflow(tmp_path_factory):
         {"datasets": ["mine"], "backbones": ["tiny"], "methods": ["frozen", "supcon"], "seeds": [0]}
     )
     write_config(workdir, config)
-    result = snakemake(workdir, "--cores", "2")
+    trace = workdir / "import_trace"  # each job's loaded acft modules (tests/import_trace/sitecustomize.py)
+    trace.mkdir()
+    environment = {
+        **os.environ,
+        "ACFT_TRACE_IMPORTS": str(trace),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(REPO / "tests" / "import_trace"), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    result = snakemake(workdir, "--cores", "2", env=environment)
     assert result.returncode == 0, result.stderr[-5000:]
     return workdir, config

@@ -4,18 +4,28 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
+from snakemake.exceptions import WorkflowError
 
 PACKAGE_DIR = Path(workflow.basedir) / "workflow"
-# The workflow runs from a checkout even without `pip install -e .`.
+# This checkout's package, even without `pip install -e .`, and in front of site-packages, where an editable
+# install of another checkout could shadow it (jobs do the same in workflow/scripts/_bootstrap.py).
 sys.path.insert(0, str(PACKAGE_DIR))
 
+import acft  # noqa: E402
+
+if Path(acft.__file__).resolve().parent != (PACKAGE_DIR / "acft").resolve():
+    raise WorkflowError(
+        f"acft was imported from {Path(acft.__file__).parent}, not from this checkout's {PACKAGE_DIR / 'acft'}"
+    )
+
 import acft.plan as plan  # noqa: E402
+from acft.code_inputs import code_files  # noqa: E402
 from acft.plan import Run, is_frozen, lineage, method_config  # noqa: E402
 from acft.provenance import config_hash  # noqa: E402
 
-validate(config, "../schemas/config.schema.yaml")
-plan.check_references(config)
+# One line per error, naming the key (snakemake.utils.validate would print the whole sub-schema after it).
+plan.validate_config(config, PACKAGE_DIR / "schemas" / "config.schema.yaml")
+plan.check_config(config)
 RUNS = plan.expand_runs(config)
 
 
@@ -28,12 +38,17 @@ wildcard_constraints:
     sr=r"\d+",
 
 
-def package_code(*modules):
-    """Source files of the package modules a rule imports (Snakemake's code trigger sees only its script).
+def script_code(script):
+    """Code inputs of a rule: the package files its script runs, found from its imports (acft.code_inputs).
 
-    Relative to the working directory, so a moved or copied workflow does not look like a changed input set.
+    Snakemake's code trigger sees only the script: with these, an edit to any module the job runs reruns it,
+    and an edit to any other module does not. Relative to the working directory, so a moved or copied
+    workflow does not look like a changed input set.
     """
-    return [os.path.relpath(PACKAGE_DIR / "acft" / m) for m in modules]
+    return [
+        os.path.relpath(f)
+        for f in code_files(PACKAGE_DIR / "scripts" / script, PACKAGE_DIR)
+    ]
 
 
 def tuned_methods():

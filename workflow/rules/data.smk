@@ -3,18 +3,7 @@
 
 rule manifest:
     input:
-        code=package_code(
-            "data/manifest.py",
-            "data/download.py",
-            "data/demo.py",
-            "data/soundfont.py",
-            *[
-                f"data/adapters/{m.name}"
-                for m in sorted(
-                    (PACKAGE_DIR / "acft" / "data" / "adapters").glob("*.py")
-                )
-            ],
-        ),
+        code=script_code("manifest.py"),
     output:
         manifest="results/data/{dataset}/manifest.parquet",
         vocab="results/data/{dataset}/labels.txt",
@@ -38,7 +27,7 @@ rule manifest:
 rule preprocess:
     input:
         manifest="results/data/{dataset}/manifest.parquet",
-        code=package_code("data/preprocess.py", "data/cache.py"),
+        code=script_code("preprocess.py"),
     output:
         waveforms="results/data/{dataset}/sr{sr}/waveforms.npy",
         index="results/data/{dataset}/sr{sr}/index.parquet",

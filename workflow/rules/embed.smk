@@ -1,13 +1,6 @@
 # Stage 3: embeddings of every clip to Parquet. The frozen backbone is extracted once per dataset and backbone.
 
-EMBED_CODE = package_code(
-    "embed.py",
-    "models/registry.py",
-    "models/base.py",
-    "models/hf.py",
-    "models/resemblyzer.py",
-    "models/pooling.py",
-)
+EMBED_CODE = script_code("embed.py")
 
 
 rule embed_frozen:

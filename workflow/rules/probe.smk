@@ -6,9 +6,7 @@ rule knn_probe:
     input:
         embedding=probe_embedding,
         vocab="results/data/{dataset}/labels.txt",
-        code=package_code(
-            "probes/knn.py", "probes/metrics.py", "probes/run.py", "data/splits.py"
-        ),
+        code=script_code("probe.py"),
     output:
         "results/probe/knn/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}.parquet",
     log:
@@ -31,9 +29,7 @@ rule linear_probe:
     input:
         embedding=probe_embedding,
         vocab="results/data/{dataset}/labels.txt",
-        code=package_code(
-            "probes/linear.py", "probes/metrics.py", "probes/run.py", "data/splits.py"
-        ),
+        code=script_code("probe.py"),
     output:
         "results/probe/linear/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}.parquet",
     log:
@@ -56,7 +52,7 @@ rule geometry:
     input:
         embedding=probe_embedding,
         vocab="results/data/{dataset}/labels.txt",
-        code=package_code("probes/geometry.py", "probes/run.py", "data/splits.py"),
+        code=script_code("probe.py"),
     output:
         "results/geometry/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}.parquet",
     log:
