@@ -7,7 +7,7 @@ kNN accuracy near 0.6: neither trivially separable nor hopeless, so near-ties at
 
 Rows:
 - sklearn: ``KNeighborsClassifier(5, algorithm="brute", metric="cosine").fit(train).predict(queries)``.
-- ours: ``acft.probes.knn.nearest_neighbours(search="auto")`` + ``predict_single`` (majority).
+- ours: ``acft.probes.knn_search.nearest_neighbours(search="auto")`` + ``knn.predict_single`` (majority).
 - ours, exact: the same with ``search="exact"`` (float64 for every pair), the reference the screen certifies
   against.
 - torch float32 matmul + topk: normalise, one product, ``topk``; the naive port, not certified (context only).
@@ -28,7 +28,7 @@ import torch
 from common import describe, repeat, summary, write_result
 from sklearn.neighbors import KNeighborsClassifier
 
-from acft.probes import knn
+from acft.probes import knn, knn_search
 
 
 def make_data(
@@ -60,7 +60,7 @@ def main() -> None:
 
     def ours(search="auto", ks=(k,)):
         def run():
-            found = knn.nearest_neighbours(train, query, ks, search=search)
+            found = knn_search.nearest_neighbours(train, query, ks, search=search)
             return knn.predict_single(
                 found, k, train_labels, n_classes, weighted=False, temperature=0.07
             ), found
@@ -68,11 +68,11 @@ def main() -> None:
         return run
 
     def screening_product():
-        screen = knn.fastest_screen()
-        bank_low = knn.unit_rows(train).to(knn.SCREENS[screen][0])
-        query_low = knn.unit_rows(query).to(bank_low.dtype)
+        screen = knn_search.fastest_screen()
+        bank_low = knn_search.unit_rows(train).to(knn_search.SCREENS[screen][0])
+        query_low = knn_search.unit_rows(query).to(bank_low.dtype)
         rows = max(1, 4096 * 4096 // len(bank_low))
-        product = knn._screen_product(bank_low, rows)
+        product = knn_search._screen_product(bank_low, rows)
 
         def run():
             for start in range(0, len(query_low), rows):
@@ -85,7 +85,7 @@ def main() -> None:
         x, q = x / x.norm(dim=1, keepdim=True), q / q.norm(dim=1, keepdim=True)
         return (q @ x.T).topk(k, dim=1).indices
 
-    print(f"train {train.shape}, queries {query.shape}, k = {k}, screen here: {knn.fastest_screen()}")
+    print(f"train {train.shape}, queries {query.shape}, k = {k}, screen here: {knn_search.fastest_screen()}")
     sk_times, sk_pred = repeat(sklearn_predict, args.runs)
     our_times, (our_pred, found) = repeat(ours(), args.runs)
     exact_times, (exact_pred, _) = repeat(ours("exact"), max(1, args.runs // 2))

@@ -44,7 +44,7 @@ if side == "sklearn":
     clf = KNeighborsClassifier(5, algorithm="brute", metric="cosine").fit(train, labels)
     run = lambda: clf.kneighbors(query, 50)
 else:
-    from acft.probes.knn import nearest_neighbours
+    from acft.probes.knn_search import nearest_neighbours
     run = lambda: nearest_neighbours(train, query, [1, 5, 10, 20, 50], chunk_size=chunk, search=search)
 before = rss("VmRSS")
 Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS

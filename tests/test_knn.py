@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +12,12 @@ import torch
 from sklearn.metrics import average_precision_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from acft.probes import knn
-from acft.probes.knn import SCREENS, knn_probe, nearest_neighbours, predict_single, screen_error, unit_rows
+from acft.probes import knn, knn_search
+from acft.probes.knn import knn_probe, predict_single
+from acft.probes.knn_search import SCREENS, nearest_neighbours, screen_error, unit_rows
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from schema_defaults import knn_probe_args  # noqa: E402
 
 torch.set_num_threads(1)
 SEARCHES = ["exact", "float32", "bfloat16"]
@@ -20,8 +26,8 @@ SEARCHES = ["exact", "float32", "bfloat16"]
 @pytest.fixture
 def small_groups(monkeypatch):
     """Groups of 2 clips and a margin of 2 groups, so banks of a few dozen clips take the screened search."""
-    monkeypatch.setattr(knn, "GROUP", 2)
-    monkeypatch.setattr(knn, "GROUP_MARGIN", 2)
+    monkeypatch.setattr(knn_search, "GROUP", 2)
+    monkeypatch.setattr(knn_search, "GROUP_MARGIN", 2)
 
 
 def brute_force_neighbours(train, query, k):
@@ -70,7 +76,7 @@ def test_neighbours_and_votes_match_brute_force_loop_with_ties(search, k, small_
     reference = brute_force_neighbours(train, query, k)
     found = nearest_neighbours(train, query, [k], chunk_size=7, search=search)
     assert found.stats["duplicate_train_rows"] == 61 - 30
-    screened = 2 * min(k, 30) + knn.GROUP_MARGIN < 15  # 30 distinct rows in groups of 2: 15 groups
+    screened = 2 * min(k, 30) + knn_search.GROUP_MARGIN < 15  # 30 distinct rows in groups of 2: 15 groups
     assert found.stats["search"] == (search if screened else "exact")
     for row, expected in zip(found.index[k].numpy(), reference, strict=True):
         assert set(row.tolist()) == {j for j, _ in expected}
@@ -148,7 +154,7 @@ def test_screen_error_bound_covers_observed_error(screen):
 
 
 def test_violated_bound_falls_back_to_the_exact_search(monkeypatch):
-    monkeypatch.setattr(knn, "screen_error", lambda *args, **kwargs: torch.zeros(len(args[0])))
+    monkeypatch.setattr(knn_search, "screen_error", lambda *args, **kwargs: torch.zeros(len(args[0])))
     rng = np.random.default_rng(5)
     train, query = rng.normal(size=(2000, 32)), rng.normal(size=(50, 32))
     with pytest.warns(UserWarning, match="exceed their error bound"):
@@ -178,7 +184,7 @@ def test_k_beyond_the_bank_is_clamped_and_recorded():
     rng = np.random.default_rng(3)
     train, labels = rng.normal(size=(6, 4)), np.array([0, 0, 0, 1, 1, 2])
     query, query_labels = rng.normal(size=(10, 4)), rng.integers(0, 3, 10)
-    records = knn_probe(train, labels, query, query_labels, multilabel=False, ks=[1, 50])
+    records = knn_probe(train, labels, query, query_labels, multilabel=False, **knn_probe_args(ks=[1, 50]))
     effective = {(r["probe"], r["k"]): r["value"] for r in records if r["metric"] == "effective_k"}
     assert effective == {
         ("knn_majority", 1): 1,
@@ -215,7 +221,14 @@ def test_multilabel_scores_are_weighted_means_of_neighbour_labels():
         knn.score_multilabel(found, k, hot, weighted=True, temperature=tau), expected, atol=1e-12
     )
     records = knn_probe(
-        train, hot, test, test_hot, multilabel=True, ks=[k], temperature=tau, val_emb=val, val_labels=val_hot
+        train,
+        hot,
+        test,
+        test_hot,
+        multilabel=True,
+        val_emb=val,
+        val_labels=val_hot,
+        **knn_probe_args(ks=[k], temperature=tau),
     )
     got = {(r["probe"], r["metric"]): r["value"] for r in records}
     expected_map = np.mean([average_precision_score(test_hot[:, c], expected[:, c]) for c in (0, 1)])
@@ -237,6 +250,7 @@ def test_empty_bank_is_an_error():
             np.ones((2, 4)),
             np.zeros(2, dtype=np.int64),
             multilabel=False,
+            **knn_probe_args(),
         )
 
 
