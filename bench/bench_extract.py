@@ -45,16 +45,19 @@ from tqdm import tqdm
 
 from acft.data.cache import AudioCache
 from acft.data.preprocess import preprocess
-from acft.embed import extract_embeddings, read_embeddings
+from acft.embed import extract_embeddings
+from acft.embeddings import read_embeddings
 
 sys.path.insert(0, str(REPO / "tests"))
+from schema_defaults import backbone_config, preprocess_settings  # noqa: E402
+
 from tiny_models import save_tiny_model  # noqa: E402
 
 
 def fsdd_at_16k(work: Path, clips: int) -> list[Path]:
     """First ``clips`` FSDD files -> manifest -> 16 kHz cache in work/sr16000; also one float WAV per clip."""
     fsdd_subset(work, clips)
-    preprocess(work / "subset.parquet", work / "sr16000", sample_rate=16000)
+    preprocess(work / "subset.parquet", work / "sr16000", sample_rate=16000, **preprocess_settings())
     cache, paths = AudioCache(work / "sr16000"), []
     (work / "wav16k").mkdir()
     for i, clip_id in enumerate(cache.index["clip_id"]):
@@ -135,9 +138,9 @@ def main() -> None:
         lengths = [sf.info(path).frames for path in paths]
         tiny = save_tiny_model("wav2vec2_layer", work / "tiny_wav2vec2")
         cases = {
-            "hf": ({**tiny, "pooling": "mean"}, lambda: naive_hf(tiny["source"], paths)),
+            "hf": (backbone_config(**tiny, pooling="mean"), lambda: naive_hf(tiny["source"], paths)),
             "resemblyzer": (
-                {"family": "resemblyzer", "pooling": "last"},
+                backbone_config("resemblyzer", pooling="last"),
                 lambda: naive_resemblyzer_same(paths),
             ),
         }

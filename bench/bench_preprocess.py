@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,6 +46,9 @@ from common import describe, fsdd_subset, summary, timed, write_result
 
 from acft.data.cache import AudioCache
 from acft.data.preprocess import KAISER_BEST, preprocess
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from schema_defaults import preprocess_settings  # noqa: E402
 
 FLOAT32_TOLERANCE = (
     2e-6  # ours vs torchaudio's own application of the same kernel (as tests/test_preprocess.py)
@@ -79,7 +83,9 @@ def main() -> None:
         def ours() -> float:
             shutil.rmtree(work / "sr16000", ignore_errors=True)  # untimed, as Snakemake does
             seconds, _ = timed(
-                lambda: preprocess(work / "subset.parquet", work / "sr16000", sample_rate=16000)
+                lambda: preprocess(
+                    work / "subset.parquet", work / "sr16000", sample_rate=16000, **preprocess_settings()
+                )
             )
             os.sync()
             return seconds

@@ -24,11 +24,13 @@ from safetensors.torch import load_file, save_file
 from acft.models import FAMILIES, build_encoder
 from acft.models.contract import check_trim_available
 from acft.models.pooling import average_windows, cut_windows, last_valid, masked_mean, pool, window_starts
-from acft.models.registry import DEFAULTS
+from acft.models.registry import KEYS
 
 from conftest import REPO
 
 sys.path.insert(0, str(Path(__file__).parent))
+from schema_defaults import backbone_config  # noqa: E402
+
 from tiny_models import TINY_BUILDERS, save_tiny_model  # noqa: E402
 
 torch.set_num_threads(1)
@@ -50,8 +52,10 @@ def tiny_dirs(tmp_path_factory) -> dict[str, dict]:
 
 
 def backbone_cfg(tiny_dirs, name: str, **overrides) -> dict:
+    """The full entry as the schema fills it; ``overrides`` replace keys afterwards, unvalidated, so a test
+    reaches ``build_encoder``'s own refusals."""
     base = {"family": "resemblyzer"} if name == "resemblyzer" else dict(tiny_dirs[name])
-    return {**base, **overrides}
+    return {**backbone_config(**base), **overrides}
 
 
 def padded_batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,11 +94,13 @@ def test_registry_is_a_short_table_with_two_families():
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
-def test_registry_defaults_are_the_schemas():
+def test_registry_takes_the_schemas_keys_and_refuses_a_partial_entry():
     properties = yaml.safe_load(SCHEMA.read_text())["properties"]["backbones"]["additionalProperties"][
         "properties"
     ]
-    assert DEFAULTS == {key: sub["default"] for key, sub in properties.items() if key != "family"}
+    assert set(KEYS) == set(properties)  # the schema holds the defaults; the registry only the key names
+    with pytest.raises(ValueError, match=r"lacks \['source', 'sample_rate'"):
+        build_encoder({"family": "resemblyzer"})
 
 
 def test_schema_fills_the_contract_keys_and_refuses_extractor_settings_for_resemblyzer():

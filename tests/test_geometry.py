@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from acft.probes.geometry import anisotropy, effective_rank, geometry, positive_pair_mask, uniformity
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from schema_defaults import probe_settings  # noqa: E402
+
+GEOMETRY = probe_settings("geometry")  # {"max_clips", "seed"}: the schema's defaults
 
 
 def values(records):
@@ -23,7 +30,7 @@ def cross_polytope(n):
 def test_cross_polytope_has_known_geometry():
     n = 5
     points, labels = cross_polytope(n)
-    got = values(geometry(points, labels, multilabel=False))
+    got = values(geometry(points, labels, multilabel=False, **GEOMETRY))
     # positives are antipodes: squared distance 4, cosine -1; other pairs are orthogonal: distance^2 2
     assert got["alignment"] == pytest.approx(4.0)
     assert got["intra_class_cosine"] == pytest.approx(-1.0)
@@ -39,7 +46,7 @@ def test_cross_polytope_has_known_geometry():
 def test_two_opposite_tight_classes_have_silhouette_one_and_collapsed_uniformity():
     points = np.r_[np.tile([1.0, 0.0], (4, 1)), np.tile([-2.0, 0.0], (4, 1))]
     labels = np.r_[np.zeros(4), np.ones(4)].astype(int)
-    got = values(geometry(points, labels, multilabel=False))
+    got = values(geometry(points, labels, multilabel=False, **GEOMETRY))
     assert got["silhouette"] == pytest.approx(1.0)
     assert got["alignment"] == pytest.approx(0.0)
     # distinct pairs: 24 at distance 0, 32 at squared distance 4
@@ -87,7 +94,7 @@ def test_multilabel_positives_share_a_label_and_skip_silhouette():
     )
     assert (positive_pair_mask(hot, multilabel=True) == expected).all()
     points = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
-    got = values(geometry(points, hot, multilabel=True))
+    got = values(geometry(points, hot, multilabel=True, **GEOMETRY))
     assert "silhouette" not in got
     # positive pairs (0,1), (1,2): orthogonal; negatives (0,2) cos -1, (0,3) 0, (1,3) -1, (2,3) 0
     assert got["intra_class_cosine"] == pytest.approx(0.0) and got["alignment"] == pytest.approx(2.0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,9 @@ from sklearn.metrics import accuracy_score, average_precision_score
 
 from acft.probes import linear
 from acft.probes.linear import _scores, fit_linear, linear_probe, standardise
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from schema_defaults import linear_probe_args  # noqa: E402
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -32,7 +38,9 @@ def test_reaches_bayes_accuracy_of_two_gaussians():
     rng = np.random.default_rng(0)
     distance = 2.0
     splits = [two_gaussians(n, distance, 8, rng) for n in (3000, 500, 6000)]
-    records = linear_probe(*splits[0], *splits[1], *splits[2], multilabel=False, max_iter=50, device="cpu")
+    records = linear_probe(
+        *splits[0], *splits[1], *splits[2], multilabel=False, **linear_probe_args(max_iter=50, device="cpu")
+    )
     bayes = norm.cdf(distance / 2)  # 0.841; the test-set estimate has sd 0.005
     assert values(records)["accuracy"] == pytest.approx(bayes, abs=0.02)
     assert {r["probe"] for r in records} == {"linear"}
@@ -83,7 +91,9 @@ def test_grid_point_with_the_best_val_accuracy_is_chosen_and_reported():
             seed=0,
         )
         val_acc.append(accuracy_score(val[1], _scores(val_x, weight, bias, False).argmax(1)))
-    got = values(linear_probe(*train, *val, *test, multilabel=False, weight_decay_grid=grid))
+    got = values(
+        linear_probe(*train, *val, *test, multilabel=False, **linear_probe_args(weight_decay_grid=grid))
+    )
     assert got["chosen_weight_decay"] == grid[int(np.argmax(val_acc))]
     assert "chosen_lr" not in got  # the L-BFGS step is not a grid dimension
 
@@ -113,7 +123,11 @@ def test_multilabel_probe_reports_map_thresholded_f1_and_missing_classes():
 
     (train, train_hot), (val, val_hot), (test, test_hot) = split(600), split(200), split(300)
     test_hot[:, 3] = 0
-    got = values(linear_probe(train, train_hot, val, val_hot, test, test_hot, multilabel=True, max_iter=50))
+    got = values(
+        linear_probe(
+            train, train_hot, val, val_hot, test, test_hot, multilabel=True, **linear_probe_args(max_iter=50)
+        )
+    )
     assert got["n_classes_without_test_positive"] == 1 and got["n_classes_without_val_positive"] == 0
     # an axis shift of 2 sd separates each class well: check against AP of the true axis as score
     oracle = np.mean([average_precision_score(test_hot[:, c], test[:, c]) for c in range(3)])
@@ -124,8 +138,8 @@ def test_multilabel_probe_reports_map_thresholded_f1_and_missing_classes():
 def test_probe_seed_is_deterministic_and_recorded():
     rng = np.random.default_rng(4)
     train, val, test = (two_gaussians(n, 2.0, 5, rng) for n in (200, 100, 100))
-    first = linear_probe(*train, *val, *test, multilabel=False, seed=7, max_iter=20)
-    again = linear_probe(*train, *val, *test, multilabel=False, seed=7, max_iter=20)
+    first = linear_probe(*train, *val, *test, multilabel=False, **linear_probe_args(seed=7, max_iter=20))
+    again = linear_probe(*train, *val, *test, multilabel=False, **linear_probe_args(seed=7, max_iter=20))
     assert first == again and {r["probe_seed"] for r in first} == {7}
 
 
@@ -134,6 +148,10 @@ def test_grid_without_val_split_is_an_error():
     train, test = two_gaussians(50, 2.0, 3, rng), two_gaussians(50, 2.0, 3, rng)
     empty = (np.zeros((0, 3), np.float32), np.zeros(0, np.int64))
     with pytest.raises(ValueError, match="val split is empty"):
-        linear_probe(*train, *empty, *test, multilabel=False, weight_decay_grid=[0.0, 0.1])
-    single = linear_probe(*train, *empty, *test, multilabel=False, weight_decay_grid=[0.1])
+        linear_probe(
+            *train, *empty, *test, multilabel=False, **linear_probe_args(weight_decay_grid=[0.0, 0.1])
+        )
+    single = linear_probe(
+        *train, *empty, *test, multilabel=False, **linear_probe_args(weight_decay_grid=[0.1])
+    )
     assert values(single)["chosen_weight_decay"] == 0.1

@@ -1,12 +1,17 @@
 """Tuning losses against brute-force per-anchor loops written independently of acft.tune.losses."""
 
+import inspect
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from acft.methods import LOSS_PARAMS
+from acft.plan import ConfigError
 from acft.tune.losses import (
     LOSSES,
     check_label_kind,
@@ -16,6 +21,9 @@ from acft.tune.losses import (
     shared_label_weights,
     weighted_supcon,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from schema_defaults import method  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -332,14 +340,27 @@ def test_ce_bce_and_hybrid_match_references():
 # ---------------------------------------------------------------- method configs
 
 
-def test_resolve_method_fills_defaults():
-    name, loss, params = resolve_method({"loss": "jaccard_supcon", "temperature": 0.2})
+def test_resolve_method_reads_the_schema_filled_entry():
+    name, loss, params = resolve_method(method("jaccard_supcon", temperature=0.2))
     assert name == "jaccard_supcon" and loss is LOSSES["jaccard_supcon"]
     assert params == {"temperature": 0.2, "jaccard_threshold": 0.0, "jaccard_power": 1.0}
-    assert resolve_method({"loss": "ce"})[2] == {}
-    # training keys are not loss parameters; None takes the loss's default
-    cfg = {"loss": "jaccard_supcon_count", "jaccard_threshold": None, "sampler": "auto", "views": 2}
+    assert resolve_method(method("ce"))[2] == {}
+    # training keys are not loss parameters; a null jaccard_threshold is the loss's own value
+    cfg = method("jaccard_supcon_count", views=2)
+    assert cfg["jaccard_threshold"] is None and cfg["sampler"] == "auto"
     assert resolve_method(cfg)[2] == {"temperature": 0.1, "jaccard_threshold": 0.5}
+    assert (
+        resolve_method(method("jaccard_supcon_count", jaccard_threshold=0.25))[2]["jaccard_threshold"] == 0.25
+    )
+
+
+def test_loss_table_names_the_parameters_its_losses_take():
+    assert set(LOSSES) == set(LOSS_PARAMS) - {"none"}
+    for name, loss in LOSSES.items():
+        keywords = inspect.signature(loss.compute).parameters
+        assert [k for k in keywords if k not in ("outputs", "multi_hot", "multilabel")] == list(
+            LOSS_PARAMS[name]
+        )
 
 
 @pytest.mark.parametrize(
@@ -347,15 +368,29 @@ def test_resolve_method_fills_defaults():
     [
         ({"loss": "triplet"}, "unknown method loss 'triplet'"),
         ({"loss": "none"}, "frozen"),
-        ({"loss": "supcon", "tau": 0.1}, r"no parameter\(s\) \['tau'\]"),
-        ({"loss": "ce", "temperature": 0.1}, "temperature"),
-        ({"loss": "supcon", "temperature": 0.0}, "temperature = 0.0"),
-        ({"loss": "supcon_ce", "ce_weight": 1.5}, "ce_weight"),
+        ({"loss": "supcon"}, r"lacks \['temperature'\]"),
     ],
 )
 def test_resolve_method_rejects_bad_configs(cfg, message):
     with pytest.raises(ValueError, match=message):
         resolve_method(cfg)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"loss": "supcon", "tau": 0.1}, "'tau' was unexpected"),
+        ({"loss": "supcon", "temperature": 0.0}, r"methods\.m\.temperature: 0\.0"),
+        ({"loss": "supcon_ce", "ce_weight": 1.5}, r"methods\.m\.ce_weight: 1\.5"),
+        ({"loss": "jaccard_supcon", "jaccard_threshold": -0.1}, r"methods\.m\.jaccard_threshold"),
+        ({"loss": "jaccard_supcon", "jaccard_power": 0}, r"methods\.m\.jaccard_power"),
+        ({"loss": "ce", "sampler": "random"}, r"methods\.m\.sampler"),
+        ({"loss": "ce", "views": 3}, r"methods\.m\.views"),
+    ],
+)
+def test_the_schema_checks_every_method_value(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        method(**entry)
 
 
 def test_label_kind_mismatch_names_the_right_loss():

@@ -8,6 +8,8 @@ builds. Bitwise equality is asserted only for the same computation run twice (th
 import json
 import os
 import struct
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,9 @@ from acft.data.preprocess import (
     preprocess,
     resampled_length,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from schema_defaults import preprocess_settings  # noqa: E402
 
 # |ours - torchaudio| for samples in [-1, 1]: float32 rounding of sums of up to ~800 products (measured <= 3e-7)
 FLOAT32_TOLERANCE = 2e-6
@@ -79,7 +84,7 @@ def dominant_frequency(samples, rate):
 @pytest.mark.parametrize("source_rate", [8000, 22050, 44100])
 def test_resampled_sine_keeps_its_frequency_and_level(tmp_path, source_rate):
     manifest = write_manifest(tmp_path, [("tone", sine(440.0, source_rate, 1.0), source_rate)])
-    preprocess(manifest, tmp_path / "sr16000", sample_rate=16000)
+    preprocess(manifest, tmp_path / "sr16000", sample_rate=16000, **preprocess_settings())
     cache = AudioCache(tmp_path / "sr16000")
     out = np.asarray(cache.waveform(0))
     assert cache.sample_rate == 16000
@@ -94,7 +99,7 @@ def test_downsampling_removes_content_above_the_new_nyquist(tmp_path):
     rate = 44100
     signal = sine(440.0, rate, 1.0) + sine(12000.0, rate, 1.0)  # 12 kHz is above 8 kHz Nyquist of 16 kHz
     manifest = write_manifest(tmp_path, [("mix", signal, rate)])
-    preprocess(manifest, tmp_path / "sr16000", sample_rate=16000)
+    preprocess(manifest, tmp_path / "sr16000", sample_rate=16000, **preprocess_settings())
     out = np.asarray(AudioCache(tmp_path / "sr16000").waveform(0))
     spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
     freqs = np.fft.rfftfreq(len(out), 1 / 16000)
@@ -105,7 +110,7 @@ def test_downsampling_removes_content_above_the_new_nyquist(tmp_path):
 def test_stereo_is_mixed_to_mono_by_channel_mean(tmp_path):
     left, right = sine(300.0, 16000, 0.5), sine(500.0, 16000, 0.5, amplitude=0.25)
     manifest = write_manifest(tmp_path, [("stereo", np.stack([left, right], axis=1), 16000)])
-    preprocess(manifest, tmp_path / "sr16000", sample_rate=16000)
+    preprocess(manifest, tmp_path / "sr16000", sample_rate=16000, **preprocess_settings())
     out = np.asarray(AudioCache(tmp_path / "sr16000").waveform(0))
     np.testing.assert_allclose(out, (left + right) / 2, atol=1e-6)
 
@@ -119,7 +124,10 @@ def test_crop_and_pad_lengths_in_the_cache(tmp_path):
     ]
     manifest = write_manifest(tmp_path, clips)
     index = preprocess(
-        manifest, tmp_path / "sr16000", sample_rate=rate, length_s=1.0, crop="center", pad=True
+        manifest,
+        tmp_path / "sr16000",
+        sample_rate=rate,
+        **preprocess_settings(length_s=1.0, crop="center", pad=True),
     )
     assert index["length"].tolist() == [16000, 16000, 16000]
     cache = AudioCache(tmp_path / "sr16000")
@@ -131,7 +139,9 @@ def test_crop_and_pad_lengths_in_the_cache(tmp_path):
     stats = json.loads((tmp_path / "sr16000" / "stats.json").read_text())
     assert (stats["clips"], stats["cropped"], stats["padded"]) == (3, 1, 1)
 
-    index = preprocess(manifest, tmp_path / "sr16000", sample_rate=rate, length_s=1.0, pad=False)
+    index = preprocess(
+        manifest, tmp_path / "sr16000", sample_rate=rate, **preprocess_settings(length_s=1.0, pad=False)
+    )
     assert index["length"].tolist() == [16000, 4000, 16000]  # no padding: the short clip keeps its length
 
 
@@ -150,10 +160,16 @@ def test_random_crop_is_seeded_per_clip(tmp_path):
     noise = np.random.default_rng(0).standard_normal(rate * 2).astype(np.float32) * 0.1
     manifest = write_manifest(tmp_path, [("a", noise, rate), ("b", noise, rate)])
     first = preprocess(
-        manifest, tmp_path / "one" / "sr16000", sample_rate=rate, length_s=0.5, crop="random", seed=3
+        manifest,
+        tmp_path / "one" / "sr16000",
+        sample_rate=rate,
+        **preprocess_settings(length_s=0.5, crop="random", seed=3),
     )
     second = preprocess(
-        manifest, tmp_path / "two" / "sr16000", sample_rate=rate, length_s=0.5, crop="random", seed=3
+        manifest,
+        tmp_path / "two" / "sr16000",
+        sample_rate=rate,
+        **preprocess_settings(length_s=0.5, crop="random", seed=3),
     )
     pd.testing.assert_frame_equal(first, second)
     a = np.load(tmp_path / "one" / "sr16000" / "waveforms.npy")
@@ -168,7 +184,7 @@ def test_cache_index_keeps_manifest_columns_and_order(tmp_path):
     manifest = write_manifest(
         tmp_path, [(f"c{i}", sine(100 + i, rate, 0.1 * (i + 1)), rate) for i in range(4)]
     )
-    index = preprocess(manifest, tmp_path / "sr16000", sample_rate=16000)
+    index = preprocess(manifest, tmp_path / "sr16000", sample_rate=16000, **preprocess_settings())
     assert index["clip_id"].tolist() == ["c0", "c1", "c2", "c3"]
     assert {"labels", "split", "fold", "speaker", "offset", "length"} <= set(index.columns)
     assert (index["offset"].diff().dropna() == index["length"].iloc[:-1].to_numpy()).all()
@@ -180,7 +196,7 @@ def test_cache_index_keeps_manifest_columns_and_order(tmp_path):
 def test_cache_directory_must_carry_the_rate(tmp_path):
     manifest = write_manifest(tmp_path, [("a", sine(100, 8000, 0.1), 8000)])
     with pytest.raises(ValueError, match="sr16000"):
-        preprocess(manifest, tmp_path / "cache", sample_rate=16000)
+        preprocess(manifest, tmp_path / "cache", sample_rate=16000, **preprocess_settings())
 
 
 RATES = [44100, 22050, 48000, 8000, 16000]
@@ -215,7 +231,7 @@ def mixed_rate_clips(seed=2):
 def test_mixed_rates_are_cached_in_manifest_order_as_torchaudio_resamples_each_clip(tmp_path):
     clips = mixed_rate_clips()
     manifest = write_manifest(tmp_path, clips)  # FLOAT WAVs: decoding is lossless
-    index = preprocess(manifest, tmp_path / "sr16000", sample_rate=16000)
+    index = preprocess(manifest, tmp_path / "sr16000", sample_rate=16000, **preprocess_settings())
     cache = AudioCache(tmp_path / "sr16000")
     assert index["clip_id"].tolist() == [c for c, _, _ in clips]
     assert index["offset"].tolist() == np.concatenate([[0], np.cumsum(index["length"])[:-1]]).tolist()
@@ -228,7 +244,12 @@ def test_mixed_rates_are_cached_in_manifest_order_as_torchaudio_resamples_each_c
 def test_the_same_config_twice_gives_a_byte_identical_cache(tmp_path):
     manifest = write_manifest(tmp_path, mixed_rate_clips(seed=5))
     for run in ("one", "two"):
-        preprocess(manifest, tmp_path / run / "sr16000", sample_rate=16000, length_s=0.1, crop="random")
+        preprocess(
+            manifest,
+            tmp_path / run / "sr16000",
+            sample_rate=16000,
+            **preprocess_settings(length_s=0.1, crop="random"),
+        )
     for name in ("waveforms.npy", "index.parquet", "stats.json"):
         one, two = (tmp_path / run / "sr16000" / name for run in ("one", "two"))
         assert one.read_bytes() == two.read_bytes(), name
@@ -243,7 +264,9 @@ def test_fsdd_cache_equals_soundfile_and_torchaudio_per_clip(tmp_path, fsdd_dir)
     ]
     manifest = pd.DataFrame(rows).astype({"fold": "Int64"})
     manifest.to_parquet(tmp_path / "manifest.parquet", index=False)
-    preprocess(tmp_path / "manifest.parquet", tmp_path / "sr16000", sample_rate=16000)
+    preprocess(
+        tmp_path / "manifest.parquet", tmp_path / "sr16000", sample_rate=16000, **preprocess_settings()
+    )
     cache = AudioCache(tmp_path / "sr16000")
     for i, path in enumerate(paths):
         samples, rate = sf.read(path, dtype="float32")
@@ -278,7 +301,7 @@ def test_every_format_and_bit_depth_is_cached_as_soundfile_decodes_it(tmp_path, 
         :, None
     ]  # the extremes and silence, which quantisers treat specially
     manifest = write_manifest(tmp_path, [("x", signal, 16000)], **write_kwargs)
-    preprocess(manifest, tmp_path / "sr16000", sample_rate=16000)
+    preprocess(manifest, tmp_path / "sr16000", sample_rate=16000, **preprocess_settings())
     decoded, rate = sf.read(pd.read_parquet(manifest)["path"][0], dtype="float32", always_2d=True)
     assert rate == 16000 and len(decoded) == 1001
     np.testing.assert_array_equal(
@@ -302,7 +325,7 @@ def test_wav_with_malformed_size_fields_is_cached_whole(tmp_path, fsdd_dir):
 
     out = tmp_path / "results" / "data" / "mine"
     build_manifest("mine", {"adapter": "folder", "options": {"root": str(root)}}, out)
-    index = preprocess(out / "manifest.parquet", out / "sr16000", sample_rate=16000)
+    index = preprocess(out / "manifest.parquet", out / "sr16000", sample_rate=16000, **preprocess_settings())
     row = index.index[index["clip_id"] == "zero/malformed.wav"][0]
     assert index.loc[row, "length"] == resampled_length(5148, 8000, 16000) == 10296
     cached = AudioCache(out / "sr16000").waveform(row)
@@ -319,7 +342,7 @@ def test_a_clip_that_no_longer_matches_its_manifest_stops_the_run_naming_it(tmp_
     else:
         sf.write(tmp_path / "b.wav", sine(100, 16000, 0.5), 16000, subtype="FLOAT")
     with pytest.raises(BadAudioError, match=r"b\.wav: decoded .* manifest entry"):
-        preprocess(manifest, tmp_path / "sr16000", sample_rate=16000)
+        preprocess(manifest, tmp_path / "sr16000", sample_rate=16000, **preprocess_settings())
     assert not (tmp_path / "sr16000").exists() or not any((tmp_path / "sr16000").iterdir())  # nothing left
 
 
@@ -327,7 +350,7 @@ def test_a_missing_file_stops_the_run_naming_it(tmp_path):
     manifest = write_manifest(tmp_path, [("gone", sine(100, 8000, 0.1), 8000)])
     (tmp_path / "gone.wav").unlink()
     with pytest.raises(sf.LibsndfileError, match="gone.wav"):
-        preprocess(manifest, tmp_path / "sr16000", sample_rate=16000)
+        preprocess(manifest, tmp_path / "sr16000", sample_rate=16000, **preprocess_settings())
 
 
 def test_a_killed_runs_temp_file_is_removed_on_rerun(tmp_path):
@@ -339,7 +362,7 @@ def test_a_killed_runs_temp_file_is_removed_on_rerun(tmp_path):
     stale.write_bytes(b"\0" * 4096)
     unrelated = cache / ".notes.npy.k1ll3d_x.npy.tmp"  # another output's temp: not this job's to remove
     unrelated.write_bytes(b"x")
-    preprocess(manifest, cache, sample_rate=16000)
+    preprocess(manifest, cache, sample_rate=16000, **preprocess_settings())
     assert not stale.exists() and unrelated.exists()
     assert sorted(p.name for p in cache.iterdir()) == sorted(
         [unrelated.name, "waveforms.npy", "index.parquet", "stats.json"]
@@ -358,5 +381,5 @@ def test_a_full_disk_is_an_error_and_leaves_no_temp_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(module, "open", open_on_a_full_disk, raising=False)
     with pytest.raises(OSError, match="No space left"):
-        preprocess(manifest, tmp_path / "sr16000", sample_rate=16000)
+        preprocess(manifest, tmp_path / "sr16000", sample_rate=16000, **preprocess_settings())
     assert not any((tmp_path / "sr16000").iterdir())

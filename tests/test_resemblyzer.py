@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -30,6 +31,9 @@ from acft.models.resemblyzer import (
     packaged_checkpoint,
     to_network_state,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from schema_defaults import backbone_config  # noqa: E402
 
 torch.set_num_threads(1)
 # resemblyzer 0.1.4's audio.py imports binary_dilation from a scipy namespace deprecated since scipy 1.8.
@@ -83,10 +87,10 @@ def test_weights_come_from_the_wheel_without_importing_resemblyzer():
     assert packaged_checkpoint().name == "pretrained.pt"
     assert packaged_checkpoint().parent.name == "resemblyzer"
     # In a fresh interpreter: the reference tests below import resemblyzer into this one.
-    check = """
+    check = f"""
 import sys, torch
 from acft.models import build_encoder
-encoder = build_encoder({"family": "resemblyzer", "trim_silence": True})
+encoder = build_encoder({backbone_config("resemblyzer", trim_silence=True)!r})
 encoder(torch.zeros(1, 8000), torch.tensor([8000]))
 assert not [m for m in sys.modules if m.split(".")[0] == "resemblyzer"], "resemblyzer was imported"
 """
@@ -102,7 +106,7 @@ def test_packaged_weights_load_strictly_and_all_are_used(checkpoint_state):
     result = network.load_state_dict(renamed, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     # Every checkpoint tensor ends up, unchanged, in the encoder the registry builds.
-    encoder_state = build_encoder({"family": "resemblyzer"}).state_dict()
+    encoder_state = build_encoder(backbone_config("resemblyzer")).state_dict()
     assert len(encoder_state) == len(renamed)
     for key, tensor in checkpoint_state.items():
         if key in CHECKPOINT_EXTRA_KEYS:
@@ -121,7 +125,7 @@ def test_mel_front_end_matches_librosa(n):
 
 
 def test_last_pooling_is_resemblyzers_embedding(reference_encoder):
-    encoder = build_encoder({"family": "resemblyzer", "pooling": "last"})
+    encoder = build_encoder(backbone_config("resemblyzer", pooling="last"))
     lengths = [12000, 25000, 5000]
     clips = [speech_like(n, seed=i) for i, n in enumerate(lengths)]
     batch = torch.zeros(3, max(lengths))
@@ -136,7 +140,7 @@ def test_last_pooling_is_resemblyzers_embedding(reference_encoder):
 
 
 def test_lstm_layers_are_the_reference_lstm_outputs(reference_encoder):
-    encoder = build_encoder({"family": "resemblyzer", "layer": [1, 3], "pooling": "mean"})
+    encoder = build_encoder(backbone_config("resemblyzer", layer=[1, 3], pooling="mean"))
     assert encoder.layer_names == ["1", "3"]
     clip = speech_like(9000, seed=5)
     with torch.inference_mode():
@@ -148,7 +152,7 @@ def test_lstm_layers_are_the_reference_lstm_outputs(reference_encoder):
 
 
 def test_save_pretrained_writes_safetensors_and_config(tmp_path):
-    encoder = build_encoder({"family": "resemblyzer"})
+    encoder = build_encoder(backbone_config("resemblyzer"))
     encoder.save_pretrained(tmp_path)
     saved = load_file(tmp_path / "model.safetensors")
     assert saved.keys() == encoder.state_dict().keys()
@@ -175,7 +179,7 @@ def fsdd_16k(fsdd_dir):
 def test_packaged_weights_identify_fsdd_speakers(fsdd_16k, pooling):
     """Speaker kNN@1 (cosine) on FSDD's official split: index 0-4 test, 5-49 train."""
     clips, speakers, is_test = fsdd_16k
-    encoder = build_encoder({"family": "resemblyzer", "pooling": pooling})
+    encoder = build_encoder(backbone_config("resemblyzer", pooling=pooling))
     embeddings = np.zeros((len(clips), encoder.embed_dim), np.float32)
     order = np.argsort([len(c) for c in clips], kind="stable")
     with torch.inference_mode():
@@ -246,10 +250,10 @@ def test_embedding_is_voice_encoder_on_preprocess_wav(authors, fsdd_dir, trim):
     levels = [level_dbfs(clip) for clip in clips]
     assert min(levels) < -30 < max(levels)  # both branches of increase-only are exercised
     assert max(len(clip) for clip in clips) <= 25600
-    encoder = build_encoder({"family": "resemblyzer", "pooling": "last", "trim_silence": trim})
+    encoder = build_encoder(backbone_config("resemblyzer", pooling="last", trim_silence=trim))
     ours = embed_batch(encoder, clips)
     as_recorded = embed_batch(
-        build_encoder({"family": "resemblyzer", "pooling": "last", "normalize_level": False}), clips
+        build_encoder(backbone_config("resemblyzer", pooling="last", normalize_level=False)), clips
     )
     for i, clip in enumerate(clips):
         wav = audio.normalize_volume(clip, -30, increase_only=True)
@@ -275,7 +279,7 @@ def test_trimmed_pause_matches_preprocess_wav(authors, fsdd_dir):
     )
     assert len(kept) == len(reference)
     ours = embed_batch(
-        build_encoder({"family": "resemblyzer", "pooling": "last", "trim_silence": True}), [clip]
+        build_encoder(backbone_config("resemblyzer", pooling="last", trim_silence=True)), [clip]
     )
     torch.testing.assert_close(ours[0], authors_embedding(authors, reference), atol=2e-5, rtol=1e-4)
 
@@ -310,8 +314,8 @@ def test_level_is_normalised_over_the_whole_clip_before_windowing(authors, fsdd_
 
     windows = [speech_at(REFERENCE_CLIPS[:2], -32.0), speech_at(REFERENCE_CLIPS[3:], -50.0)]
     clip = np.concatenate(windows)
-    ours = embed_batch(build_encoder({"family": "resemblyzer"}), [clip])
-    plain = build_encoder({"family": "resemblyzer", "normalize_level": False})
+    ours = embed_batch(build_encoder(backbone_config("resemblyzer")), [clip])
+    plain = build_encoder(backbone_config("resemblyzer", normalize_level=False))
     whole = embed_batch(plain, [audio.normalize_volume(clip, -30, increase_only=True)])
     torch.testing.assert_close(ours, whole, atol=1e-6, rtol=1e-5)
     one_by_one = embed_batch(plain, [audio.normalize_volume(w, -30, increase_only=True) for w in windows])

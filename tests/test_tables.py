@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,9 @@ from acft.report.stats import (
 )
 from acft.report.tables import render_tables
 from acft.results import make_rows, validate_rows
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from schema_defaults import filled  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -419,7 +423,9 @@ def test_tuning_notes_name_budget_sampler_and_selection(tmp_path):
               for m in ("frozen", "ce", "supcon")]  # fmt: skip
     settings = {
         "tune": {"epochs": 8, "classes_per_batch": 16, "clips_per_class": 4, "lr_candidates": [3e-4]},
-        "methods": {"frozen": {"loss": "none"}, "ce": {"loss": "ce"}, "supcon": {"loss": "supcon"}},
+        "methods": filled(
+            {"methods": {"frozen": {"loss": "none"}, "ce": {"loss": "ce"}, "supcon": {"loss": "supcon"}}}
+        )["methods"],
     }
     render_tables(pd.concat(frames), tmp_path, settings=settings)
     md = (tmp_path / "toy.md").read_text()

@@ -20,8 +20,12 @@ from torch import nn
 from acft.data.cache import AudioCache
 from acft.models.contract import InputContract
 from acft.results import validate_rows
+from acft.tune import trainer
 from acft.tune.augment import AugmentConfig, augment, random_crop
-from acft.tune.trainer import TuneConfig, head_metrics, knn_metric, training_views, tune, warmup_cosine
+from acft.tune.trainer import TuneConfig, head_metrics, knn_metric, training_views, warmup_cosine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from schema_defaults import backbone_config, method, tune_config  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -136,6 +140,17 @@ def multilabel_clips(rng, n_labels=4, n_clips=96):
             }
         )
     return clips, [f"n{c}" for c in range(n_labels)]
+
+
+def tune(cache_dir, vocab, backbone: dict, method_cfg: dict, cfg: dict, **kwargs) -> dict:
+    """``trainer.tune`` with the schema's defaults filled in, as the tune rule passes its sections."""
+    kwargs.setdefault("val_offset", 1)
+    sections = backbone_config(**backbone), method(**method_cfg), tune_config(**cfg)
+    return trainer.tune(cache_dir, vocab, *sections, **kwargs)
+
+
+def augment_config(**overrides) -> AugmentConfig:
+    return AugmentConfig.from_dict(tune_config(augment=overrides)["augment"])
 
 
 FAST = {
@@ -351,7 +366,7 @@ def test_two_views_double_the_anchors_with_independent_crops(kfold_cache, tmp_pa
 
     waveforms = torch.arange(2 * 4000, dtype=torch.float32).reshape(2, 4000) + 1
     lengths = torch.tensor([4000, 3000])
-    one = TuneConfig.from_dict({"max_clip_s": 0.05})
+    one = TuneConfig.from_dict(tune_config(max_clip_s=0.05))
     views, view_lengths = training_views(waveforms, lengths, one, SR, torch.Generator().manual_seed(0), 2)
     assert views.shape == (4, 800) and view_lengths.tolist() == [800, 800, 800, 800]
     assert not torch.equal(views[0], views[2])  # two independent crops of clip 0
@@ -415,17 +430,18 @@ def test_label_kind_and_config_errors(kfold_cache, multi_cache, tmp_path):
         run(multi_cache, {"loss": "ce"})
     with pytest.raises(ValueError, match="use loss: ce"):
         run(kfold_cache, {"loss": "bce"})
-    with pytest.raises(ValueError, match=r"unknown tune config key\(s\) \['epoch'\]"):
+    # value and key errors are the schema's, met at workflow start (tests/schema_defaults.py fills the same way)
+    with pytest.raises(ValueError, match=r"tune: Additional properties .*'epoch'"):
         run(kfold_cache, {"loss": "ce"}, {"epoch": 3})
-    with pytest.raises(ValueError, match=r"tune.augment key\(s\) \['pitch'\]"):
+    with pytest.raises(ValueError, match=r"tune.augment: Additional properties .*'pitch'"):
         run(kfold_cache, {"loss": "ce"}, {"augment": {"pitch": 2}})
-    with pytest.raises(ValueError, match="clips_per_class=1"):
+    with pytest.raises(ValueError, match="tune.clips_per_class: 1 is less than the minimum of 2"):
         run(kfold_cache, {"loss": "ce"}, {"clips_per_class": 1})
     with pytest.raises(ValueError, match="match no parameter"):
         run(kfold_cache, {"loss": "ce"}, {**FAST, "freeze": ["nothing."]})
     with pytest.raises(ValueError, match="no classifier head to select on"):
         run(kfold_cache, {"loss": "supcon", "select_on": "head"})
-    with pytest.raises(ValueError, match="sampler = 'random'"):
+    with pytest.raises(ValueError, match="methods.m.sampler: 'random' is not one of"):
         run(kfold_cache, {"loss": "ce", "sampler": "random"})
 
 
@@ -511,8 +527,7 @@ def test_early_stopping_and_accumulated_schedule(kfold_cache, tmp_path):
 RUN_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_trainer import tiny_factory
-from acft.tune.trainer import tune
+from test_trainer import tiny_factory, tune
 tune({cache!r}, {vocab!r}, {{"family": "tiny"}}, {{"loss": "supcon_ce", "temperature": 0.2}}, {cfg!r},
      fold=1, seed=3, out_dir=sys.argv[1], encoder_factory=tiny_factory)
 """
@@ -572,15 +587,18 @@ def test_sigkill_during_epoch_two_then_rerun_gives_bit_identical_weights(kfold_c
 # ---------------------------------------------------------------- building blocks
 
 
-def test_tune_config_from_dict_and_defaults():
-    cfg = TuneConfig.from_dict({"lr_candidates": [1e-4, 3e-4], "freeze": ["a"], "augment": {"gain_db": 3}})
+def test_tune_config_from_dict_needs_every_key():
+    cfg = TuneConfig.from_dict(
+        {**tune_config(lr_candidates=[1e-4, 3e-4], augment={"gain_db": 3}), "freeze": ["a"]}
+    )
     assert cfg.lr_candidates == (1e-4, 3e-4) and cfg.freeze == ("a",) and cfg.augment.gain_db == 3
-    assert TuneConfig.from_dict({}) == TuneConfig()
-    with pytest.raises(ValueError, match="lr_candidates"):
-        TuneConfig.from_dict({"lr_candidates": [1e-3, 1e-3]})
-    assert TuneConfig().to_dict()["augment"] == {
-        "random_crop_s": None, "gain_db": None, "noise_snr_db": None, "time_mask_s": None,
+    assert cfg.to_dict()["augment"] == {
+        "random_crop_s": None, "gain_db": 3, "noise_snr_db": None, "time_mask_s": None,
     }  # fmt: skip
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['amp'"):
+        TuneConfig.from_dict({k: v for k, v in tune_config().items() if k != "amp"})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['epoch'\]"):
+        TuneConfig.from_dict({**tune_config(), "epoch": 3})
 
 
 def test_warmup_cosine_schedule():
@@ -689,17 +707,17 @@ def test_augment_ops_respect_valid_samples_and_strengths():
     for row in range(64):
         waveforms[row, : lengths[row]] = torch.sin(2 * torch.pi * 440 * t[: lengths[row]])
 
-    gained, _ = augment(waveforms, lengths, AugmentConfig(gain_db=6.0), SR, generator)
+    gained, _ = augment(waveforms, lengths, augment_config(gain_db=6.0), SR, generator)
     ratio_db = 20 * torch.log10(gained.abs().amax(1) / waveforms.abs().amax(1))
     assert (ratio_db.abs() <= 6.0 + 1e-4).all() and ratio_db.std() > 1.0
 
-    noisy, _ = augment(waveforms, lengths, AugmentConfig(noise_snr_db=10.0), SR, generator)
+    noisy, _ = augment(waveforms, lengths, augment_config(noise_snr_db=10.0), SR, generator)
     noise = noisy - waveforms
     snr = 10 * torch.log10((waveforms.square().sum(1)) / noise.square().sum(1))
     assert snr.mean().item() == pytest.approx(10.0, abs=0.2)
     assert (noisy[::2, 8000:] == 0).all()  # padding untouched
 
-    masked, _ = augment(waveforms, lengths, AugmentConfig(time_mask_s=0.1), SR, generator)
+    masked, _ = augment(waveforms, lengths, augment_config(time_mask_s=0.1), SR, generator)
     zeroed = (masked == 0) & (waveforms != 0)
     spans = zeroed.sum(1)
     assert (spans <= 1600).all() and spans.float().mean() > 400
@@ -775,7 +793,9 @@ def test_hf_backbone_is_exported_with_save_pretrained_and_reloads(kfold_cache, t
         from tiny_models import save_tiny_model
     except ImportError:
         pytest.skip("the backbone registry acft.models.build_encoder is not in this checkout yet")
-    backbone = {**save_tiny_model("wav2vec2_layer", tmp_path / "tiny"), "freeze": ["model.feature_extractor"]}
+    backbone = backbone_config(
+        **save_tiny_model("wav2vec2_layer", tmp_path / "tiny"), freeze=["model.feature_extractor"]
+    )
     out = tmp_path / "run"
     tune(
         *kfold_cache, backbone, {"loss": "ce"}, FAST, fold=1, seed=0, out_dir=out

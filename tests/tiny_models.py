@@ -1,7 +1,7 @@
 """Tiny random-init transformers audio models, saved like hub checkpoints (model AND feature extractor).
 
-Each builder writes a directory that ``build_encoder({"family": "hf", "source": directory, ...})`` loads through
-the same AutoConfig/AutoFeatureExtractor/AutoModel path a hub id takes, so the hub path is exercised offline.
+Each builder writes a directory that ``build_encoder`` (given the entry ``save_tiny_model`` returns, filled by
+``schema_defaults.backbone_config``) loads through the same AutoConfig/AutoFeatureExtractor/AutoModel path a hub id takes, so the hub path is exercised offline.
 Sizes are the smallest that keep each architecture's shape rules satisfied; everything runs in milliseconds.
 """
 
@@ -151,7 +151,8 @@ def save_tiny_model(family_name: str, directory: str | Path, seed: int = 0) -> d
         seed: torch seed for the random initialisation.
 
     Returns:
-        backbone_cfg for ``acft.models.build_encoder`` (family "hf", source = directory, matching sample_rate).
+        the ``backbones`` entry a user writes (family "hf", source = directory, matching sample_rate); fill it
+        with ``schema_defaults.backbone_config(**entry)`` before calling ``acft.models.build_encoder``.
     """
     if family_name not in TINY_BUILDERS:
         raise ValueError(f"unknown tiny model {family_name!r}; known: {sorted(TINY_BUILDERS)}")

@@ -160,10 +160,10 @@ def preprocess(
     out_dir: str | Path,
     *,
     sample_rate: int,
-    length_s: float | None = None,
-    crop: str = "center",
-    pad: bool = True,
-    seed: int = 0,
+    length_s: float | None,
+    crop: str,
+    pad: bool,
+    seed: int,
 ) -> pd.DataFrame:
     """Write ``waveforms.npy``, ``index.parquet`` and ``stats.json`` into ``out_dir`` (named ``sr{rate}``).
 
@@ -175,6 +175,7 @@ def preprocess(
         crop: how a longer clip is cut: "center", "random" (seeded per clip) or "start".
         pad: zero-pad clips shorter than ``length_s``.
         seed: seed of random crops.
+        (length_s, crop and pad are the config's ``preprocess`` keys, seed its ``seed``: the schema's defaults.)
 
     Returns:
         The cache index (clip_id, offset, length and the manifest's other columns).
@@ -189,31 +190,15 @@ def preprocess(
         raise ValueError(f"preprocess.crop must be one of {CROP_MODES}, got {crop!r}")
     manifest = read_manifest(manifest_path)
     target = None if length_s is None else int(round(length_s * sample_rate))
-
-    rates = manifest["sample_rate"].astype(int).tolist()
-    frames = [manifest_frames(d, r) for d, r in zip(manifest["duration_s"], rates, strict=True)]
-    resampled = [resampled_length(n, rate, sample_rate) for n, rate in zip(frames, rates, strict=True)]
-    lengths = np.array([fitted_length(n, target, pad) for n in resampled], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-
-    resample = Resampler(sample_rate)
+    frames, rates, resampled, lengths = _planned_lengths(manifest, sample_rate, target, pad)
     clips = zip(manifest["clip_id"], manifest["path"], frames, rates, lengths, strict=True)
-    # Written front to back, not through a memory map: on a full disk a write raises ENOSPC (and atomic_path
-    # removes the temp file), where a store into a memory-mapped sparse file kills the job with SIGBUS.
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
-    with atomic_path(out_dir / WAVEFORMS, suffix=".npy.tmp") as tmp, open(tmp, "wb") as file:
-        np.lib.format.write_array_header_1_0(file, header | {"shape": (int(lengths.sum()),)})
-        for clip_id, path, n, rate, length in tqdm(
-            clips, total=len(manifest), desc=f"sr{sample_rate}", disable=None
-        ):
-            rng = clip_rng(seed, clip_id) if crop == "random" else None
-            samples = fit_length(resample(read_mono(path, n, rate), rate), target, crop, pad, rng)
-            if len(samples) != length:  # every later offset in the index would be off
-                raise RuntimeError(f"{path}: {len(samples)} samples where the index expects {length}")
-            file.write(np.ascontiguousarray(samples, dtype=np.float32))
+    _write_waveforms(out_dir / WAVEFORMS, clips, int(lengths.sum()), len(manifest), sample_rate,
+                     lambda samples, rate, rng: fit_length(samples, target, crop, pad, rng),
+                     seed if crop == "random" else None)  # fmt: skip
     cropped = int(sum(n > length for n, length in zip(resampled, lengths, strict=True)))
     padded = int(sum(n < length for n, length in zip(resampled, lengths, strict=True)))
 
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     index = manifest.drop(columns=["path", "duration_s", "sample_rate"]).assign(
         offset=offsets, length=lengths
     )
@@ -237,3 +222,35 @@ def preprocess(
     )
     log.info("cached %d clips at %d Hz (%d cropped, %d padded)", len(index), sample_rate, cropped, padded)
     return index
+
+
+def _planned_lengths(manifest: pd.DataFrame, sample_rate: int, target: int | None, pad: bool):
+    """Per clip, from the manifest alone: source frames, source rate, resampled length and cached length."""
+    rates = manifest["sample_rate"].astype(int).tolist()
+    frames = [manifest_frames(d, r) for d, r in zip(manifest["duration_s"], rates, strict=True)]
+    resampled = [resampled_length(n, rate, sample_rate) for n, rate in zip(frames, rates, strict=True)]
+    lengths = np.array([fitted_length(n, target, pad) for n in resampled], dtype=np.int64)
+    return frames, rates, resampled, lengths
+
+
+def _write_waveforms(path: Path, clips, total: int, n_clips: int, sample_rate: int, fit, seed: int | None):
+    """Decode, resample and fit every clip, appending it to one float32 ``.npy`` of ``total`` samples.
+
+    Args:
+        clips: (clip_id, path, frames, source rate, cached length) per clip, in index order.
+        fit: (resampled samples, rate, rng) -> the cached samples. seed: random crops' seed (None: no rng).
+    """
+    resample = Resampler(sample_rate)
+    # Written front to back, not through a memory map: on a full disk a write raises ENOSPC (and atomic_path
+    # removes the temp file), where a store into a memory-mapped sparse file kills the job with SIGBUS.
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+    with atomic_path(path, suffix=".npy.tmp") as tmp, open(tmp, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, header | {"shape": (total,)})
+        for clip_id, source, n, rate, length in tqdm(
+            clips, total=n_clips, desc=f"sr{sample_rate}", disable=None
+        ):
+            rng = None if seed is None else clip_rng(seed, clip_id)
+            samples = fit(resample(read_mono(source, n, rate), rate), rate, rng)
+            if len(samples) != length:  # every later offset in the index would be off
+                raise RuntimeError(f"{source}: {len(samples)} samples where the index expects {length}")
+            file.write(np.ascontiguousarray(samples, dtype=np.float32))

@@ -1,6 +1,6 @@
 """Backbone registry: one entry per family, each building an ``Encoder`` from a backbone config.
 
-Per-family defaults (every key can be overridden in the config's ``backbones`` section):
+What each family does with the schema's defaults (every key is set in the config's ``backbones`` section):
 
 | family      | sample rate          | max input / default window                         | layer | pooling |
 |-------------|----------------------|----------------------------------------------------|-------|---------|
@@ -25,20 +25,22 @@ from .contract import InputContract, check_trim_available
 from .hf import HFEncoder
 from .resemblyzer import ResemblyzerEncoder
 
-DEFAULTS = {
-    "source": None,
-    "sample_rate": 16000,
-    "layer": "last",
-    "pooling": "mean",
-    "window_s": None,
-    "hop_s": None,
-    "trust_remote_code": False,
-    "revision": None,
-    "freeze": [],
-    "normalize_level": None,
-    "trim_silence": False,
-    "extractor": {},
-}
+# The keys of a ``backbones`` entry, all filled by the schema (its defaults) before a backbone is built.
+KEYS = (
+    "family",
+    "source",
+    "sample_rate",
+    "layer",
+    "pooling",
+    "window_s",
+    "hop_s",
+    "trust_remote_code",
+    "revision",
+    "freeze",
+    "normalize_level",
+    "trim_silence",
+    "extractor",
+)
 
 # What `normalize_level: null` means per family: whether its authors' pipeline levels clips before the network.
 # resemblyzer's preprocess_wav raises every wav to -30 dBFS; transformers extractors do their own normalising.
@@ -96,9 +98,9 @@ def build_encoder(backbone_cfg: dict) -> Encoder:
 
     Args:
         backbone_cfg: {"family": "resemblyzer" | "hf", "source", "sample_rate", "layer", "pooling", "window_s",
-            "hop_s", "trust_remote_code", "revision", "freeze", "normalize_level", "trim_silence", "extractor"};
-            missing keys take ``DEFAULTS`` (the schema's defaults). ``freeze`` is applied by the tuner through
-            ``Encoder.freeze``.
+            "hop_s", "trust_remote_code", "revision", "freeze", "normalize_level", "trim_silence", "extractor"},
+            every key set (the workflow passes the entry as the schema filled it). ``freeze`` is applied by the
+            tuner through ``Encoder.freeze``.
 
     Returns:
         The ``Encoder``; a tuned checkpoint loads with ``encoder.load_state_dict(load_file(path))``.
@@ -106,5 +108,7 @@ def build_encoder(backbone_cfg: dict) -> Encoder:
     family = backbone_cfg.get("family")
     if family not in FAMILIES:
         raise ValueError(f"unknown backbone family {family!r}; known families: {sorted(FAMILIES)}")
-    cfg = {**DEFAULTS, **backbone_cfg}
-    return FAMILIES[family](cfg).eval()
+    missing = [key for key in KEYS if key not in backbone_cfg]
+    if missing:
+        raise ValueError(f"backbone config lacks {missing}; pass the entry as the config schema fills it")
+    return FAMILIES[family](backbone_cfg).eval()

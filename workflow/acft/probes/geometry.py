@@ -84,7 +84,7 @@ def class_cosines(unit: np.ndarray, positives: np.ndarray) -> tuple[float, float
 
 
 def geometry(
-    emb: np.ndarray, labels: np.ndarray, *, multilabel: bool, max_clips: int = 2000, seed: int = 0
+    emb: np.ndarray, labels: np.ndarray, *, multilabel: bool, max_clips: int, seed: int
 ) -> list[dict]:
     """Alignment, uniformity, intra/inter-class cosine, silhouette, effective rank and anisotropy.
 

@@ -20,25 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import select_device
 from .metrics import mean_average_precision, multilabel_metrics, single_label_metrics
 
 # stop when every gradient entry is below this, scikit-learn's lbfgs default (its loss has the same scale)
 GRAD_TOL = 1e-4
 LBFGS_STEP = 1.0  # initial step of the line search (torch's default); not a hyper-parameter, see above
-
-DEVICES = {
-    "auto": lambda: "cuda" if torch.cuda.is_available() else "cpu",
-    "cpu": lambda: "cpu",
-    "cuda": lambda: "cuda",
-}
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when present else cpu; ``cpu``; ``cuda``; ``cuda:N``."""
-    base = device.split(":")[0]
-    if base not in DEVICES:
-        raise ValueError(f"linear probe device '{device}' is not one of {sorted(DEVICES)} (or cuda:N)")
-    return torch.device(device if ":" in device else DEVICES[base]())
 
 
 def standardise(train: np.ndarray, *others: np.ndarray, device: torch.device) -> list[torch.Tensor]:
@@ -149,10 +136,10 @@ def linear_probe(
     *,
     multilabel: bool,
     n_classes: int | None = None,
-    weight_decay_grid: Sequence[float] = (0.0, 1e-4, 1e-3, 1e-2),
-    max_iter: int = 100,
-    seed: int = 0,
-    device: str = "auto",
+    weight_decay_grid: Sequence[float],
+    max_iter: int,
+    seed: int,
+    device: str,
 ) -> list[dict]:
     """Fit on train for every weight decay of the grid, keep the best on val, test it once.
 
@@ -161,22 +148,20 @@ def linear_probe(
         train_labels, val_labels, test_labels: int64 [N] class indices, or multi-hot [N, C] if ``multilabel``.
         n_classes: C for single-label (default: 1 + the largest label seen).
         weight_decay_grid: candidates; ties on the val criterion go to the earlier one.
-        max_iter: L-BFGS iterations per fit. seed: probe seed (initial weights). device: see ``resolve_device``.
+        max_iter: L-BFGS iterations per fit. seed: probe seed (initial weights). device: see ``acft.device.select_device``.
 
     Returns:
         records {"probe": "linear", "probe_seed", "metric", "value"}: accuracy and macro_f1 (single-label) or
         map, macro_f1, n_classes_without_test_positive, n_classes_without_val_positive (multi-label); plus
         chosen_weight_decay.
     """
-    grid = list(weight_decay_grid)
-    if not grid:
-        raise ValueError("the linear probe's weight_decay_grid must not be empty")
+    grid = list(weight_decay_grid)  # not empty: the schema's minItems
     has_val = len(val_emb) > 0
     if len(grid) > 1 and not has_val:
         raise ValueError(f"the linear probe grid has {len(grid)} points but the val split is empty")
     if len(train_emb) == 0:
         raise ValueError("the linear probe's train split is empty")
-    target = resolve_device(device)
+    target = select_device(device)
     train_x, val_x, test_x = standardise(train_emb, val_emb, test_emb, device=target)
     if multilabel:
         n_classes = np.asarray(train_labels).shape[1]

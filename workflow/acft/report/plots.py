@@ -1,4 +1,5 @@
-"""Report figures: kNN metric against k, a 2-D PCA of test embeddings per method, and training curves.
+"""Report figures: kNN metric against k, a 2-D PCA of test embeddings per method, training curves of many runs,
+and the curves of one tuning run (drawn by the tune job).
 
 Figures are bare matplotlib ``Figure`` objects rendered by the Agg canvas, so no pyplot state is shared
 between calls and the output depends only on the inputs.
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..data.splits import roles_for_fold
+from ..embeddings import read_embeddings
 from ..io import atomic_path
 from ..labels import read_vocab
 from .stats import summarize
@@ -203,30 +204,9 @@ def read_embedding_file(path) -> tuple[pd.DataFrame, np.ndarray, str]:
 
     The column is "embedding", or for a layer-sweep file the deepest "embedding_L{i}".
     """
-    table = pq.read_table(path)
-    columns = [c for c in table.column_names if c == "embedding" or c.startswith("embedding_L")]
-    if not columns:
-        raise ValueError(f"{path} has no embedding column (columns: {table.column_names})")
-    column = (
-        "embedding"
-        if "embedding" in columns
-        else max(columns, key=lambda c: int(c.removeprefix("embedding_L")))
-    )
-    missing = [c for c in ("clip_id", "split", "fold", "labels") if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing}")
-    values = table.column(column).combine_chunks()
-    embedding = np.asarray(values.flatten(), dtype=np.float32).reshape(len(table), -1)
-    rows = pd.DataFrame(
-        {
-            "clip_id": table.column("clip_id").to_pylist(),
-            "split": table.column("split").to_pylist(),
-            # float with NaN for the nulls of a fixed-split dataset, as roles_for_fold expects
-            "fold": table.column("fold").to_pandas().astype("float64"),
-            "labels": table.column("labels").to_pylist(),
-        }
-    )
-    return rows, embedding, column
+    rows, embeddings, _ = read_embeddings(path)
+    column = "embedding" if "embedding" in embeddings else list(embeddings)[-1]  # a sweep is in layer order
+    return rows, embeddings[column], column
 
 
 def plot_training_curves(log_csvs: dict[str, str], out_path) -> Path:
@@ -279,6 +259,36 @@ def plot_training_curves(log_csvs: dict[str, str], out_path) -> Path:
             ax.legend(fontsize="xx-small")
     figure.suptitle("Training curves (train loss solid, val loss dashed)")
     return _save(figure, Path(out_path))
+
+
+def plot_tune_curves(summaries: list[dict], path, metric_label: str, chosen: dict) -> Path:
+    """One tuning run's curves: loss (train, and val with epoch 0 = the pretrained model) and the val selection
+    metric per epoch, a colour per lr candidate, the chosen epoch marked.
+
+    Args:
+        summaries: the tuner's candidate summaries ({"lr", "log": epoch rows, "pretrained": val scores}).
+        path: the PNG. metric_label: y label of the selection metric.
+        chosen: the chosen summary, with ``selected`` (the log column that picked it) and ``best_epoch``.
+    """
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    loss_axes, metric_axes = figure.subplots(1, 2)
+    for summary in summaries:
+        epochs = [row["epoch"] for row in summary["log"]]
+        lr = summary["lr"]
+        line = loss_axes.plot(
+            epochs, [row["train_loss"] for row in summary["log"]], marker="o", label=f"train, lr {lr:g}"
+        )[0]
+        # epoch 0 is the pretrained model (no training loss)
+        val_losses = [summary["pretrained"]["val_loss"]] + [row["val_loss"] for row in summary["log"]]
+        selected = [summary["pretrained"][chosen["selected"]]] + [row["val_metric"] for row in summary["log"]]
+        loss_axes.plot([0, *epochs], val_losses, ls="--", color=line.get_color(), label=f"val, lr {lr:g}")
+        metric_axes.plot([0, *epochs], selected, marker="o", color=line.get_color(), label=f"lr {lr:g}")
+    metric_axes.axvline(chosen["best_epoch"], color="grey", ls=":", label=f"chosen: lr {chosen['lr']:g}")
+    loss_axes.set(xlabel="epoch", ylabel="loss", title="loss (val at epoch 0 = pretrained model)")
+    metric_axes.set(xlabel="epoch", ylabel=metric_label, title="val selection metric")
+    loss_axes.legend(fontsize="small")
+    metric_axes.legend(fontsize="small")
+    return _save(figure, Path(path))
 
 
 def _read_log(path) -> pd.DataFrame:

@@ -18,20 +18,20 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    random_crop_s: float | None = None  # crop each view to this many seconds at a random offset (None = off)
-    gain_db: float | None = None  # random gain drawn uniformly in [-gain_db, +gain_db] dB (None = off)
-    noise_snr_db: float | None = None  # white noise at this signal-to-noise ratio (None = off)
-    time_mask_s: float | None = None  # zero a random span of up to this many seconds (None = off)
+    """The config's ``tune.augment`` section (defaults and ranges: the config schema); None turns an op off."""
+
+    random_crop_s: float | None  # crop each view to this many seconds at a random offset
+    gain_db: float | None  # random gain drawn uniformly in [-gain_db, +gain_db] dB
+    noise_snr_db: float | None  # white noise at this signal-to-noise ratio
+    time_mask_s: float | None  # zero a random span of up to this many seconds
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> AugmentConfig:
-        d = dict(d or {})
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown tune.augment key(s) {unknown}; known: {[f.name for f in fields(cls)]}")
-        for key, value in d.items():
-            if value is not None and not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"tune.augment.{key} = {value!r} must be a number >= 0 or null")
+    def from_dict(cls, d: dict) -> AugmentConfig:
+        """Build from the validated section; a missing or unknown key raises ValueError naming it."""
+        known = [f.name for f in fields(cls)]
+        unknown, missing = sorted(set(d) - set(known)), sorted(set(known) - set(d))
+        if unknown or missing:
+            raise ValueError(f"tune.augment: unknown key(s) {unknown}, missing key(s) {missing}")
         return cls(**d)
 
 

@@ -8,7 +8,6 @@ config names its loss and hyper-parameters, e.g. ``{"loss": "jaccard_supcon", "t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..methods import TRAINING_DEFAULTS
+from ..methods import loss_params
 
 
 def shared_label_weights(multi_hot: Tensor) -> Tensor:
@@ -181,71 +180,45 @@ def _supcon_ce(
 
 @dataclass(frozen=True)
 class Loss:
+    """A loss; its hyper-parameter names are ``acft.methods.LOSS_PARAMS[name]``, their defaults and ranges the
+    config schema's."""
+
     heads: tuple[str, ...]  # heads the model needs: "projection" (SupCon family), "classifier" (ce family)
     labels: str  # data the loss accepts: "single", "multi" or "any"
-    defaults: dict  # hyper-parameters and their defaults
     compute: Callable[..., Tensor]  # (outputs, multi_hot, *, multilabel, **hyper-parameters) -> scalar
 
 
 LOSSES = {
-    "ce": Loss(("classifier",), "single", {}, _ce),
-    "bce": Loss(("classifier",), "multi", {}, _bce),
-    "supcon": Loss(("projection",), "any", {"temperature": 0.1}, _supcon),
-    "jaccard_supcon": Loss(
-        ("projection",),
-        "any",
-        {"temperature": 0.1, "jaccard_threshold": 0.0, "jaccard_power": 1.0},
-        _jaccard_supcon,
-    ),
+    "ce": Loss(("classifier",), "single", _ce),
+    "bce": Loss(("classifier",), "multi", _bce),
+    "supcon": Loss(("projection",), "any", _supcon),
+    "jaccard_supcon": Loss(("projection",), "any", _jaccard_supcon),
     # Jaccard weights thresholded (pairs below jaccard_threshold are not positives), normalised by the number
-    # of positives; 0.5 keeps pairs that share at least half of their labels
-    "jaccard_supcon_count": Loss(
-        ("projection",), "any", {"temperature": 0.1, "jaccard_threshold": 0.5}, _jaccard_supcon_count
-    ),
-    "mulsupcon": Loss(("projection",), "any", {"temperature": 0.1}, _mulsupcon),
-    "supcon_ce": Loss(
-        ("projection", "classifier"), "any", {"temperature": 0.1, "ce_weight": 0.5}, _supcon_ce
-    ),
-}
-
-# Valid range of every hyper-parameter: (predicate, description for the error message).
-PARAM_RANGES = {
-    "temperature": (lambda v: v > 0, "> 0"),
-    "jaccard_threshold": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "jaccard_power": (lambda v: v > 0, "> 0"),
-    "ce_weight": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    # of positives
+    "jaccard_supcon_count": Loss(("projection",), "any", _jaccard_supcon_count),
+    "mulsupcon": Loss(("projection",), "any", _mulsupcon),
+    "supcon_ce": Loss(("projection", "classifier"), "any", _supcon_ce),
 }
 
 
 def resolve_method(method_cfg: dict) -> tuple[str, Loss, dict]:
-    """Look up a method config's loss and fill in its hyper-parameter defaults.
+    """Look up a method config's loss and read its hyper-parameters.
 
     Args:
-        method_cfg: ``{"loss": name, **hyper-parameters}``, optionally with the training keys of
-            ``acft.methods`` (sampler, select_on, views), which are not loss parameters and are skipped here.
-            A parameter set to None takes the loss's default.
+        method_cfg: the method entry as the schema filled it (``acft.plan.method_config``): ``{"loss": name,
+            **the loss's hyper-parameters}``, optionally with the training keys of ``acft.methods`` (sampler,
+            select_on, views), which are not loss parameters. A null ``jaccard_threshold`` is the loss's own
+            value (``acft.methods.loss_params``).
 
     Returns:
-        (loss name, Loss entry, hyper-parameters with defaults applied).
+        (loss name, Loss entry, hyper-parameters).
     """
     name = method_cfg.get("loss")
     if name == "none":
         raise ValueError("method loss 'none' is the frozen backbone: it has no tuning job")
     if name not in LOSSES:
         raise ValueError(f"unknown method loss {name!r}; expected one of {sorted(LOSSES)} (or 'none')")
-    loss = LOSSES[name]
-    method_cfg = {k: v for k, v in method_cfg.items() if k not in TRAINING_DEFAULTS and v is not None}
-    unknown = sorted(set(method_cfg) - {"loss"} - set(loss.defaults))
-    if unknown:
-        raise ValueError(
-            f"method loss {name!r} has no parameter(s) {unknown}; it takes {sorted(loss.defaults)}"
-        )
-    params = {**loss.defaults, **{k: v for k, v in method_cfg.items() if k != "loss"}}
-    for key, value in params.items():
-        valid, description = PARAM_RANGES[key]
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and valid(value)):
-            raise ValueError(f"method loss {name!r}: {key} = {value!r} must be a number {description}")
-    return name, loss, params
+    return name, LOSSES[name], loss_params(method_cfg)
 
 
 def check_label_kind(name: str, loss: Loss, multilabel: bool) -> None:

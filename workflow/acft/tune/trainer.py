@@ -9,18 +9,29 @@ wins -> outputs (encoder weights without heads, meta.json, log.csv, curve.png, a
 choices as result rows, probe "tune", plus for methods with a classifier the fine-tuned model's own test
 metrics, probe "head").
 
+Outputs in ``out_dir``: model.safetensors (encoder state_dict only: heads dropped), meta.json (the method's
+sampler, selection metric and views, the budget, each candidate's pretrained val scores), log.csv (one row per
+candidate x trained epoch), curve.png, head.parquet (result rows: probe "tune" with the chosen lr and epoch;
+probe "head" for methods with a classifier: the best checkpoint's own classifier on the test role, read only
+now) and, for hf backbones, ``pretrained/`` from ``encoder.save_pretrained``. Resume state lives in
+``out_dir/resume/`` and is removed once the run completes; rerunning with the same arguments after a kill
+resumes there.
+
 Budget: every method and sampler gets ceil(N_train / B) batches of B = P x m clips per epoch (P capped at the
 number of label groups), i.e. about one pass of the train clips, and the same lr candidates.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,19 +42,24 @@ from tqdm import tqdm
 
 from ..data.cache import INDEX, AudioCache
 from ..data.splits import roles_for_fold
-from ..io import atomic_dir, atomic_path, write_csv, write_json, write_parquet
+from ..device import autocast, embed_cache_clips, select_device
+from ..io import atomic_dir, write_csv, write_json, write_parquet
 from ..labels import encode_multi_hot, encode_single, is_multilabel, read_vocab
 from ..methods import training_settings
+from ..probes.knn import predict_single, score_multilabel
+from ..probes.knn_search import nearest_neighbours
 from ..probes.metrics import accuracy, mean_average_precision, multilabel_metrics, single_label_metrics
 from ..provenance import config_hash, file_sha256, git_commit
+from ..report.plots import plot_tune_curves
 from ..results import make_rows
 from .augment import AugmentConfig, augment, random_crop
 from .checkpoint import CandidateResume, load_weights, open_resume_dir, save_weights
-from .losses import check_label_kind, resolve_method
+from .losses import Loss, check_label_kind, resolve_method
 from .samplers import PositiveStats, make_batch_sampler
 
 EVAL_BATCH_SIZE = 64  # clips per inference batch of the embedding passes (length-bucketed)
-KNN_QUERY_CHUNK = 4096  # val clips per similarity block, so the kNN metric's memory stays bounded
+KNN_QUERY_CHUNK = 4096  # similarity blocks of the val kNN search hold at most this^2 pairs (bounded memory)
+VAL_KNN_TEMPERATURE = 0.07  # tau of the val kNN vote: the weighted kNN probe's usual tau (DINO's 0.07)
 
 # Purposes of derived seeds: every random stream is a function of (seed, candidate, purpose, epoch).
 HEAD_INIT, TRAIN_STEP, VIEWS, TRAIN_BATCHES, VAL_BATCHES = range(5)
@@ -51,76 +67,69 @@ HEAD_INIT, TRAIN_STEP, VIEWS, TRAIN_BATCHES, VAL_BATCHES = range(5)
 
 @dataclass(frozen=True)
 class TuneConfig:
-    epochs: int = 8  # one budget for every method (fair baselines); the measured resemblyzer setting
-    # The demo's single candidate for every method. An early demo run collapsed at 1e-3 (which method is not
-    # reliably recorded: two comments disagreed, SupCon here and CE in config.yaml); 3e-4 worked for both.
-    lr_candidates: tuple[float, ...] = (3e-4,)
-    weight_decay: float = 0.01  # the AdamW default; applied to weight matrices only
-    head_lr_scale: float = (
-        10.0  # heads start from random init: a fine-tuning lr barely moves them in a short run
-    )
-    warmup_epochs: float = 1.0  # a linear warm-up keeps the first contrastive steps from wrecking pretraining
-    grad_clip: float | None = 1.0  # caps the rare huge step from a hard batch (None = off)
-    grad_accum: int = 1  # >1 emulates a larger ce batch; each micro-batch stays its own contrastive batch
-    classes_per_batch: int = 16  # P labels per batch (also sets B = P x m of the shuffled batches)
-    # m clips per label: every anchor has m - 1 = 3 same-label positives and B = 64 clips, a common fine-tuning
-    # batch; chosen a priori, not on test data (an earlier note cited test kNN; no val comparison was made)
-    clips_per_class: int = 4
-    max_clip_s: float | None = None  # random crop of training clips to bound compute (None = full clip)
-    patience: int = 3  # early stopping after this many epochs without a gain of the val selection metric
-    val_knn_k: int = 5  # neighbours of the per-epoch val kNN metric (a middle value of the probes' k list)
-    projection_dim: int = 128  # SupCon projection size of Khosla et al. 2020
-    projection_hidden: int | None = None  # hidden width of the projection MLP (None = embedding size)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # all off: the demo tunes on clean clips
-    amp: str = "auto"  # "auto" = bf16 autocast on CUDA only (CPU autocast is slow and breaks bit-equality)
-    threads: int = (
-        1  # torch threads, pinned so CPU runs are reproducible and parallel jobs do not oversubscribe
-    )
-    freeze: tuple[str, ...] = ()  # encoder parameter-name prefixes kept frozen (added to the backbone's own)
+    """The config's ``tune`` section: one recipe and budget for every tuned method.
+
+    Defaults, valid ranges and the reason for each default live in the config schema
+    (``workflow/schemas/config.schema.yaml``, section ``tune``), which fills and checks them at workflow start.
+    """
+
+    epochs: int  # epoch budget per lr candidate, the same for every method (fair baselines)
+    lr_candidates: tuple[float, ...]  # tried for every method; the best on val is kept
+    weight_decay: float  # AdamW weight decay, applied to weight matrices only
+    head_lr_scale: float  # lr multiplier of the randomly initialised heads
+    warmup_epochs: float  # linear warm-up before the cosine decay
+    grad_clip: float | None  # gradient-norm cap (None = off)
+    grad_accum: int  # batches per optimiser step; each micro-batch stays its own contrastive batch
+    classes_per_batch: int  # P labels per batch (also sets B = P x m of the shuffled batches)
+    clips_per_class: int  # m clips per label, so every anchor has m - 1 same-label positives
+    max_clip_s: float | None  # random crop of training clips (None = full clip)
+    patience: int  # epochs without a gain of the val selection metric before early stopping
+    val_knn_k: int  # neighbours of the per-epoch val kNN metric
+    projection_dim: int  # SupCon projection size
+    projection_hidden: int | None  # hidden width of the projection MLP (None = embedding size)
+    augment: AugmentConfig  # waveform augmentation of the training views
+    amp: str  # "auto" = bf16 autocast on CUDA only (CPU autocast is slow and breaks bit-equality); "off"
+    threads: int  # torch threads, pinned so CPU runs are reproducible and parallel jobs do not oversubscribe
+    # Not a config key: encoder parameter-name prefixes kept frozen by tools and tests (added to the backbone's).
+    freeze: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, d: dict) -> TuneConfig:
-        """Build from a config mapping; an unknown key raises ValueError naming it."""
+        """Build from the validated ``tune`` section; a missing or unknown key raises ValueError naming it."""
         known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ValueError(f"unknown tune config key(s) {unknown}; known keys: {known}")
-        d = dict(d)
-        if "lr_candidates" in d:
-            d["lr_candidates"] = tuple(float(lr) for lr in d["lr_candidates"])
+        unknown, missing = sorted(set(d) - set(known)), sorted(set(known) - set(d) - {"freeze"})
+        if unknown or missing:
+            raise ValueError(
+                f"tune config: unknown key(s) {unknown}, missing key(s) {missing} (acft.plan.validate_config "
+                "fills every default from the schema)"
+            )
+        d = dict(d, lr_candidates=tuple(float(lr) for lr in d["lr_candidates"]))
+        d["augment"] = AugmentConfig.from_dict(d["augment"])
         if "freeze" in d:
             d["freeze"] = tuple(d["freeze"])
-        if "augment" in d:
-            d["augment"] = AugmentConfig.from_dict(d["augment"])
         return cls(**d)
-
-    def __post_init__(self):
-        valid = {
-            "epochs": self.epochs >= 1,
-            "lr_candidates": len(set(self.lr_candidates)) == len(self.lr_candidates) > 0
-            and all(lr > 0 for lr in self.lr_candidates),
-            "weight_decay": self.weight_decay >= 0,
-            "head_lr_scale": self.head_lr_scale > 0,
-            "warmup_epochs": self.warmup_epochs >= 0,
-            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
-            "grad_accum": self.grad_accum >= 1,
-            "classes_per_batch": self.classes_per_batch >= 1,
-            "clips_per_class": self.clips_per_class >= 2,
-            "max_clip_s": self.max_clip_s is None or self.max_clip_s > 0,
-            "patience": self.patience >= 1,
-            "val_knn_k": self.val_knn_k >= 1,
-            "projection_dim": self.projection_dim >= 1,
-            "projection_hidden": self.projection_hidden is None or self.projection_hidden >= 1,
-            "amp": self.amp in ("auto", "off"),
-            "threads": self.threads >= 1,
-        }
-        bad = [f"{key}={getattr(self, key)!r}" for key, ok in valid.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid tune config value(s): {', '.join(bad)}")
 
     def to_dict(self) -> dict:
         """JSON-ready form (tuples as lists), as stored in meta.json."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+class Method(NamedTuple):
+    """A tuned method resolved: its loss and that loss's hyper-parameters, and its training settings."""
+
+    name: str  # the loss name
+    loss: Loss
+    params: dict  # the loss's hyper-parameters
+    training: dict  # {"sampler", "select_on", "views"} (acft.methods)
+
+
+def resolve(method_cfg: dict) -> Method:
+    """The method's loss and training settings; refuses head selection for a loss without a classifier."""
+    name, loss, params = resolve_method(method_cfg)
+    training = training_settings(method_cfg)
+    if training["select_on"] == "head" and "classifier" not in loss.heads:
+        raise ValueError(f"method loss {name!r} has no classifier head to select on; use select_on: knn")
+    return Method(name, loss, params, training)
 
 
 class ProjectionHead(nn.Module):
@@ -211,57 +220,46 @@ def label_matrix(label_lists, vocab: list[str], multilabel: bool) -> np.ndarray:
 def embed_clips(
     encoder: nn.Module, cache: AudioCache, indices: np.ndarray, device, amp: str, desc: str
 ) -> Tensor:
-    """Embed cache clips in inference mode, in batches bucketed by length.
+    """Embed cache clips in inference mode, in batches bucketed by length (``acft.device.embed_cache_clips``).
 
     Returns:
         [len(indices), D] float32 CPU embeddings in the order of ``indices``.
     """
-    order = np.argsort(cache.lengths()[indices], kind="stable")
-    out = torch.empty(len(indices), encoder.embed_dim)
-    chunks = [order[i : i + EVAL_BATCH_SIZE] for i in range(0, len(order), EVAL_BATCH_SIZE)]
-    with torch.inference_mode(), _autocast(device, amp):
-        for chunk in tqdm(chunks, desc=desc, disable=None, leave=False):
-            waveforms, lengths = cache.batch(indices[chunk])
-            out[torch.from_numpy(chunk)] = encoder(waveforms.to(device), lengths.to(device)).float().cpu()
-    return out
+    embeddings = embed_cache_clips(
+        lambda waveforms, lengths: {"embedding": encoder(waveforms, lengths)}, cache, indices,
+        batch_size=EVAL_BATCH_SIZE, device=device, amp=amp == "auto", desc=desc,
+    )  # fmt: skip
+    return torch.from_numpy(embeddings["embedding"])
 
 
 def knn_metric(
-    train_emb: Tensor,
-    train_labels: Tensor,
-    query_emb: Tensor,
-    query_labels: Tensor,
-    k: int,
-    multilabel: bool,
-    temperature: float = 0.07,
+    train_emb: Tensor, train_labels: Tensor, query_emb: Tensor, query_labels: Tensor, k: int, multilabel: bool
 ) -> float:
-    """Val selection metric: cosine kNN with the train clips as memory bank, similarity-weighted vote.
+    """Val selection metric: the kNN probe's similarity-weighted vote (``acft.probes.knn``), train clips as bank.
 
     The weighted vote (DINO's exp(s / tau)) rather than the majority vote: with many classes and few clips per
     class most majority votes at k = 5 are ties, settled by class index, which makes epoch selection noisy.
 
     Args:
         train_emb: [Nt, D]; train_labels: [Nt, C] multi-hot; query_emb: [Nq, D]; query_labels: [Nq, C].
-        k: neighbours (capped at Nt); temperature: tau of the vote weights.
+        k: neighbours (capped at Nt).
 
     Returns:
         single-label: accuracy of the weighted vote; multi-label: mAP of the neighbours' weighted label
         frequencies over classes with a query positive.
     """
-    bank = F.normalize(train_emb, dim=1)
-    queries = F.normalize(query_emb, dim=1)
-    k = min(k, len(bank))
-    blocks = []
-    for block in queries.split(KNN_QUERY_CHUNK):
-        similarity, index = (block @ bank.T).topk(k, dim=1)
-        weights = torch.exp((similarity - similarity[:, :1]) / temperature)  # max-shifted: no overflow
-        blocks.append(
-            (weights.unsqueeze(-1) * train_labels[index]).sum(dim=1) / weights.sum(dim=1, keepdim=True)
-        )
-    votes = torch.cat(blocks)
+    k = min(k, len(train_emb))
+    neighbours = nearest_neighbours(train_emb.numpy(), query_emb.numpy(), [k], chunk_size=KNN_QUERY_CHUNK)
     if not multilabel:
-        return accuracy(query_labels.argmax(dim=1).numpy(), votes.argmax(dim=1).numpy())
-    return mean_average_precision(query_labels.numpy(), votes.double().numpy())[0]
+        train_classes, n_classes = train_labels.argmax(dim=1).numpy(), train_labels.shape[1]
+        predicted = predict_single(
+            neighbours, k, train_classes, n_classes, weighted=True, temperature=VAL_KNN_TEMPERATURE
+        )
+        return accuracy(query_labels.argmax(dim=1).numpy(), predicted)
+    scores = score_multilabel(
+        neighbours, k, train_labels.numpy(), weighted=True, temperature=VAL_KNN_TEMPERATURE
+    )
+    return mean_average_precision(query_labels.numpy(), scores)[0]
 
 
 def head_val_metric(logits: Tensor, labels: Tensor, multilabel: bool) -> float:
@@ -304,14 +302,6 @@ def head_metrics(
         val_true = None if val_labels is None else val_labels.numpy()
         metrics = multilabel_metrics(val_true, scores(val_logits), labels.numpy(), scores(logits))
     return [{"metric": name, "value": float(value)} for name, value in metrics.items()]
-
-
-def _autocast(device: torch.device, amp: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "auto" and device.type == "cuda")
-
-
-def _select_device(device: str) -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 
 
 def _param_groups(model: nn.Module, weight_decay: float, lr: float, head_lr_scale: float) -> list[dict]:
@@ -405,7 +395,7 @@ def training_views(
 def _train_candidate(
     data: TuneData,
     cfg: TuneConfig,
-    method: tuple,
+    method: Method,
     build_model: Callable[[int], TuneModel],
     candidate: int,
     lr: float,
@@ -414,75 +404,101 @@ def _train_candidate(
     resume: CandidateResume,
 ) -> dict:
     """Train one learning-rate candidate (resuming if a state exists); returns its summary with log rows."""
-    name, loss_spec, params, training = method
 
     def loss_fn(outputs, labels):
-        return loss_spec.compute(outputs, labels, multilabel=data.multilabel, **params)
+        return method.loss.compute(outputs, labels, multilabel=data.multilabel, **method.params)
 
     # ---- model ----
     model = build_model(candidate)
 
     # ---- optimiser: AdamW, linear warm-up then cosine decay over the whole epoch budget ----
-    sampler, val_batches = _samplers(data, cfg, training["sampler"], seed, candidate)
-    steps_per_epoch = math.ceil(len(sampler) / cfg.grad_accum)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, lr, cfg.head_lr_scale), lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch)
-    )
-    selected = f"val_{training['select_on']}"
+    sampler, val_batches = _samplers(data, cfg, method.training["sampler"], seed, candidate)
+    optimizer, scheduler = _optimiser(model, cfg, lr, batches_per_epoch=len(sampler))
     resumable = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "sampler": sampler}
 
     # ---- checkpoint: resume from the last finished epoch, else evaluate the pretrained model first ----
-    state = resume.load()
-    if state is not None:
-        for key, part in resumable.items():
-            part.load_state_dict(state[key])
-        torch.set_rng_state(
-            state["rng"]
-        )  # each epoch also reseeds, so a resumed epoch never depends on history
-        log, pretrained, start_epoch = state["log"], state["pretrained"], state["epoch"] + 1
-        best_val, best_epoch, bad_epochs = state["best_val"], state["best_epoch"], state["bad_epochs"]
-        print(f"[tune] lr {lr:g}: resuming at epoch {start_epoch} (best so far: epoch {best_epoch})")
-    else:
+    progress = _resume(resume, resumable, lr)
+    if progress is None:
         pretrained = _evaluate(model, data, loss_fn, val_batches, cfg, device)
-        log, best_val, best_epoch, bad_epochs, start_epoch = [], float("-inf"), None, 0, 1
+        progress = {"epoch": 0, "log": [], "pretrained": pretrained, "best_val": float("-inf")}
+        progress |= {"best_epoch": None, "bad_epochs": 0}
         print(f"[tune] lr {lr:g}: pretrained {_scores_text(pretrained)}")
 
-    # ---- loop ----
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if bad_epochs >= cfg.patience:
+    # ---- loop: train an epoch, score it on val, stop early when the selection metric stalls ----
+    for epoch in range(progress["epoch"] + 1, cfg.epochs + 1):
+        if progress["bad_epochs"] >= cfg.patience:
             break
         started = time.perf_counter()
         sampler.set_epoch(epoch)
         train = _train_epoch(model, data, cfg, loss_fn, list(sampler), optimizer, scheduler, device,
-                             (seed, candidate, epoch), training["views"], f"{name} lr {lr:g}")  # fmt: skip
+                             (seed, candidate, epoch), method.training["views"], f"{method.name} lr {lr:g}")  # fmt: skip
         scores = _evaluate(model, data, loss_fn, val_batches, cfg, device)
-        row = {"lr_candidate": lr, "epoch": epoch, **train, **scores, "val_metric": scores[selected]}
+        selected = scores[f"val_{method.training['select_on']}"]
+        row = {"lr_candidate": lr, "epoch": epoch, **train, **scores, "val_metric": selected}
         row |= {"lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}
-        log.append(row)
-        improved = row["val_metric"] > best_val
-        if improved:
-            best_val, best_epoch, bad_epochs = row["val_metric"], epoch, 0
-        else:
-            bad_epochs += 1
+        improved = _record_epoch(progress, row)
         print(
             f"[tune] lr {lr:g} epoch {epoch}: train loss {row['train_loss']:.4f}, {_scores_text(scores)}"
             f"{' (best)' if improved else ''}, positives {row['positive_share']:.2f}, {row['seconds']:.1f} s"
         )
 
         # ---- checkpoint: best weights (on improvement), then the resume state that names them ----
-        state = {"epoch": epoch, **{key: part.state_dict() for key, part in resumable.items()}}
-        state |= {"rng": torch.get_rng_state(), "log": log, "pretrained": pretrained, "best_val": best_val}
-        state |= {"best_epoch": best_epoch, "bad_epochs": bad_epochs}
-        sidecar = {"lr": lr, "epoch": epoch, "metrics": row, "method": {"loss": name, **params, **training}}
-        sidecar["tune"] = cfg.to_dict()
+        state = {**progress, **{key: part.state_dict() for key, part in resumable.items()}}
+        state["rng"] = torch.get_rng_state()
+        sidecar = {"lr": lr, "epoch": epoch, "metrics": row, "method": {"loss": method.name, **method.params,
+                   **method.training}, "tune": cfg.to_dict()}  # fmt: skip
         resume.save(state, model.state_dict() if improved else None, sidecar if improved else None)
 
-    summary = {"candidate": candidate, "lr": lr, "best_epoch": best_epoch, "best_val": best_val}
-    summary |= {"epochs_run": log[-1]["epoch"], "stopped_early": log[-1]["epoch"] < cfg.epochs}
-    summary |= {"pretrained": pretrained, "log": log}
+    log = progress["log"]
+    summary = {"candidate": candidate, "lr": lr, "best_epoch": progress["best_epoch"]}
+    summary |= {"best_val": progress["best_val"], "epochs_run": log[-1]["epoch"]}
+    summary |= {
+        "stopped_early": log[-1]["epoch"] < cfg.epochs,
+        "pretrained": progress["pretrained"],
+        "log": log,
+    }
     resume.mark_done(summary)
     return summary
+
+
+def _optimiser(model: nn.Module, cfg: TuneConfig, lr: float, batches_per_epoch: int):
+    """AdamW over ``_param_groups`` and its LambdaLR: linear warm-up, then cosine decay over every epoch."""
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, lr, cfg.head_lr_scale), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch)
+    )
+    return optimizer, scheduler
+
+
+PROGRESS_KEYS = ("epoch", "log", "pretrained", "best_val", "best_epoch", "bad_epochs")
+
+
+def _resume(resume: CandidateResume, resumable: dict, lr: float) -> dict | None:
+    """Restore the last finished epoch's state into ``resumable``; its progress dict, or None to start afresh."""
+    state = resume.load()
+    if state is None:
+        return None
+    for key, part in resumable.items():
+        part.load_state_dict(state[key])
+    torch.set_rng_state(state["rng"])  # each epoch also reseeds, so a resumed epoch never depends on history
+    progress = {key: state[key] for key in PROGRESS_KEYS}
+    print(
+        f"[tune] lr {lr:g}: resuming at epoch {progress['epoch'] + 1} (best so far: epoch {progress['best_epoch']})"
+    )
+    return progress
+
+
+def _record_epoch(progress: dict, row: dict) -> bool:
+    """Append the epoch's log row and update best and patience counters; True when the epoch improved."""
+    progress["epoch"] = row["epoch"]
+    progress["log"].append(row)
+    improved = row["val_metric"] > progress["best_val"]
+    if improved:
+        progress.update(best_val=row["val_metric"], best_epoch=row["epoch"], bad_epochs=0)
+    else:
+        progress["bad_epochs"] += 1
+    return improved
 
 
 def _samplers(data: TuneData, cfg: TuneConfig, kind: str, seed: int, candidate: int):
@@ -520,7 +536,7 @@ def _train_epoch(
         waveforms, lengths = contract.apply(waveforms, lengths, data.cache.sample_rate)
         waveforms, lengths = training_views(waveforms, lengths, cfg, data.cache.sample_rate, views, n_views)
         labels = data.train_labels[positions].repeat(n_views, 1)  # [n_views * B, C], view after view
-        with _autocast(device, cfg.amp), model.encoder.contract_applied_by_caller():
+        with autocast(device, cfg.amp == "auto"), model.encoder.contract_applied_by_caller():
             outputs = model(waveforms.to(device), lengths.to(device))
         loss = loss_fn({n: o.float() for n, o in outputs.items()}, labels.to(device))
         if not torch.isfinite(loss):
@@ -550,31 +566,6 @@ def _scores_text(scores: dict) -> str:
     return text if scores["val_head"] is None else f"{text}, val head {scores['val_head']:.4f}"
 
 
-def _plot_curves(summaries: list[dict], path: Path, metric_label: str, chosen: dict) -> None:
-    from matplotlib.figure import Figure  # a bare Figure renders with Agg and leaves pyplot's state alone
-
-    figure = Figure(figsize=(10, 4), layout="constrained")
-    loss_axes, metric_axes = figure.subplots(1, 2)
-    for summary in summaries:
-        epochs = [row["epoch"] for row in summary["log"]]
-        lr = summary["lr"]
-        line = loss_axes.plot(
-            epochs, [row["train_loss"] for row in summary["log"]], marker="o", label=f"train, lr {lr:g}"
-        )[0]
-        # epoch 0 is the pretrained model (no training loss)
-        val_losses = [summary["pretrained"]["val_loss"]] + [row["val_loss"] for row in summary["log"]]
-        selected = [summary["pretrained"][chosen["selected"]]] + [row["val_metric"] for row in summary["log"]]
-        loss_axes.plot([0, *epochs], val_losses, ls="--", color=line.get_color(), label=f"val, lr {lr:g}")
-        metric_axes.plot([0, *epochs], selected, marker="o", color=line.get_color(), label=f"lr {lr:g}")
-    metric_axes.axvline(chosen["best_epoch"], color="grey", ls=":", label=f"chosen: lr {chosen['lr']:g}")
-    loss_axes.set(xlabel="epoch", ylabel="loss", title="loss (val at epoch 0 = pretrained model)")
-    metric_axes.set(xlabel="epoch", ylabel=metric_label, title="val selection metric")
-    loss_axes.legend(fontsize="small")
-    metric_axes.legend(fontsize="small")
-    with atomic_path(path, suffix=".png.tmp") as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-
-
 def tune(
     cache_dir,
     vocab_path,
@@ -585,180 +576,193 @@ def tune(
     fold: int,
     seed: int,
     out_dir,
-    val_offset: int = 1,
+    val_offset: int,
     device: str = "auto",
     identity: dict | None = None,
     encoder_factory: Callable[[dict], nn.Module] | None = None,
 ) -> dict:
     """Tune one backbone with one method on one fold's train role, selecting lr and epoch on its val role.
 
-    Writes into ``out_dir``: model.safetensors (encoder state_dict only: heads dropped), meta.json (the
-    method's sampler, selection metric and views, the budget, each candidate's pretrained val scores),
-    log.csv (one row per candidate x trained epoch), curve.png, head.parquet (result rows: probe "tune" with
-    the chosen lr and epoch; probe "head" for methods with a classifier: the best checkpoint's own classifier
-    on the test role, read only now) and, for hf backbones, ``pretrained/`` from ``encoder.save_pretrained``. Resume state lives in ``out_dir/resume/`` and is removed
-    once the run completes; rerunning with the same arguments after a kill resumes there.
+    Writes the run's outputs into ``out_dir`` (module docstring); resumes there after a kill.
 
     Args:
-        cache_dir: audio cache directory (``.../sr<rate>``); its rate must equal the encoder's.
-        vocab_path: label vocabulary, one label per line.
-        backbone_cfg: passed to ``build_encoder``; its optional ``freeze`` prefixes are frozen.
-        method_cfg: ``{"loss": name, **hyper-parameters}`` (see ``acft.tune.losses.LOSSES``), optionally with
-            ``sampler``, ``select_on`` and ``views`` (see ``acft.methods``).
-        tune_cfg: training settings (``TuneConfig`` or its dict form).
-        fold: evaluation round (0 = fixed split); its test role never reaches training.
-        seed: tuning seed; CPU runs with equal arguments give bit-identical weights.
-        out_dir: run directory.
-        val_offset: k-fold val fold offset (see ``acft.data.splits``).
-        device: "auto" (CUDA if present), "cpu" or "cuda[:i]".
-        identity: result-row identity {"dataset", "backbone", "method", "config_hash"}; missing keys default
-            to the cache's dataset directory, the backbone family, the loss name and the run fingerprint.
+        cache_dir, vocab_path: the audio cache (``.../sr<rate>``, at the encoder's rate) and label vocabulary.
+        backbone_cfg, method_cfg, tune_cfg: config sections with every key filled: a ``backbones`` entry (its
+            ``freeze`` prefixes frozen), ``acft.plan.method_config``'s method, ``tune`` (or a ``TuneConfig``).
+        fold, seed, val_offset: evaluation round (its test role never reaches training), tuning seed (equal CPU
+            runs give bit-identical weights), k-fold val fold offset (``acft.data.splits``).
+        out_dir: run directory. device: "auto" (CUDA if present), "cpu" or "cuda[:i]".
+        identity: result-row identity {"dataset", "backbone", "method", "config_hash"}; missing keys: the
+            cache's dataset directory, the backbone family, the loss name and the run fingerprint.
         encoder_factory: builds the encoder from ``backbone_cfg`` (default ``acft.models.build_encoder``).
 
     Returns:
         the meta dict written to meta.json.
     """
     cfg = tune_cfg if isinstance(tune_cfg, TuneConfig) else TuneConfig.from_dict(tune_cfg)
-    name, loss, params = resolve_method(method_cfg)
-    training = training_settings(method_cfg)
-    method = (name, loss, params, training)
-    if training["select_on"] == "head" and "classifier" not in loss.heads:
-        raise ValueError(f"method loss {name!r} has no classifier head to select on; use select_on: knn")
-    if encoder_factory is None:
-        from ..models import build_encoder  # imported here so tests and tools can inject their own encoder
-
-        encoder_factory = build_encoder
-    out_dir = Path(out_dir)
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(cfg.threads)
-    run_device = _select_device(device)
-    if run_device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
+    method = resolve(method_cfg)
+    encoder_factory = encoder_factory or _build_encoder
+    out_dir, run_device = Path(out_dir), select_device(device)
+    with _pinned_torch(cfg.threads, deterministic=run_device.type == "cpu"):
         # ---- data: this fold's train and val roles; the test role stays on disk until the head evaluation ----
         data = _load_data(cache_dir, vocab_path, fold, val_offset)
-        _check_data(data, name, loss, f"fold {fold} of {cache_dir}")
+        _check_data(data, method.name, method.loss, f"fold {fold} of {cache_dir}")
         fingerprint = config_hash(
-            {
-                "backbone": backbone_cfg,
-                "method": method_cfg,
-                "tune": cfg.to_dict(),
-                "fold": fold,
-                "seed": seed,
-                "val_offset": val_offset,
-                "cache_index": file_sha256(Path(cache_dir) / INDEX),
-                "vocab": data.vocab,
-            }
-        )
-        identity = {
-            "dataset": Path(cache_dir).parent.name,
-            "backbone": backbone_cfg.get("family", "encoder"),
-            "method": name,
-            "config_hash": fingerprint,
-            **(identity or {}),
-        }
-        metric_name = "map" if data.multilabel else "accuracy"
-        selection = f"val_{training['select_on']}"  # the log column that picks lr and epoch
+            {"backbone": backbone_cfg, "method": method_cfg, "tune": cfg.to_dict(), "fold": fold, "seed": seed,
+             "val_offset": val_offset, "cache_index": file_sha256(Path(cache_dir) / INDEX), "vocab": data.vocab}
+        )  # fmt: skip
+        identity = {"dataset": Path(cache_dir).parent.name, "backbone": backbone_cfg["family"],
+                    "method": method.name, "config_hash": fingerprint, **(identity or {})}  # fmt: skip
 
-        def build_model(candidate: int) -> TuneModel:
-            encoder = encoder_factory(backbone_cfg)
-            if encoder.sample_rate != data.cache.sample_rate:
-                raise ValueError(
-                    f"encoder expects {encoder.sample_rate} Hz audio, cache {cache_dir} holds {data.cache.sample_rate} Hz"
-                )
-            prefixes = [*backbone_cfg.get("freeze", []), *cfg.freeze]
-            if prefixes:
-                encoder.freeze(prefixes)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derived_seed(seed, candidate, HEAD_INIT))
-                model = TuneModel(encoder, loss.heads, len(data.vocab), cfg)
-            return model.to(run_device)
+        # ---- model: a fresh pretrained encoder plus the loss's heads, rebuilt for every lr candidate ----
+        build_model = functools.partial(
+            _build_model, encoder_factory, backbone_cfg, cfg, method.loss.heads, data, seed, run_device
+        )
+        sizes = _parameter_counts(build_model(0))
+        budget = _report_start(identity, fold, seed, method, cfg, run_device, sizes, data)
 
-        probe_model = build_model(0)
-        n_params = sum(p.numel() for p in probe_model.parameters())
-        n_trainable = sum(p.numel() for p in probe_model.parameters() if p.requires_grad)
-        del probe_model
-        print(
-            f"[tune] {identity['dataset']}/{identity['backbone']}/{identity['method']} fold {fold} seed {seed}"
-        )
-        print(f"[tune] method: {name} {params}; tune config: {cfg.to_dict()}")
-        print(
-            f"[tune] git {git_commit()}; device {run_device}, {cfg.threads} thread(s); parameters {n_params:,} "
-            f"({n_trainable:,} trainable); effective batch {cfg.classes_per_batch} labels x {cfg.clips_per_class} "
-            f"clips x {cfg.grad_accum} accumulation = {cfg.classes_per_batch * cfg.clips_per_class * cfg.grad_accum}"
-        )
-        budget = _budget(data, cfg, training)
-        print(
-            f"[tune] data: {len(data.train_idx)} train / {len(data.val_idx)} val clips, {len(data.vocab)} labels, "
-            f"{'multi' if data.multilabel else 'single'}-label; {training['sampler']} batches, "
-            f"{training['views']} view(s); selection metric {training['select_on']} {metric_name}; budget {budget}"
-        )
-
-        # ---- candidates: every lr gets the same budget; finished candidates are skipped on resume ----
+        # ---- optimiser and loop: every lr candidate gets the same budget; finished ones are skipped on resume ----
         resume_dir = open_resume_dir(out_dir, fingerprint)
-        summaries = []
-        for candidate, lr in enumerate(cfg.lr_candidates):
-            store = CandidateResume(resume_dir / f"lr{candidate}")
-            done = store.done()
-            if done is not None:
-                print(
-                    f"[tune] lr {lr:g}: finished in an earlier run (best epoch {done['best_epoch']}); skipped"
-                )
-                summaries.append(done)
-                continue
-            summaries.append(
-                _train_candidate(data, cfg, method, build_model, candidate, lr, seed, run_device, store)
-            )
-        # Highest val selection metric wins; ties go to the earlier candidate.
-        chosen = max(summaries, key=lambda s: (s["best_val"], -s["candidate"]))
-        chosen["selected"] = selection
-        best_row = next(row for row in chosen["log"] if row["epoch"] == chosen["best_epoch"])
-        print(
-            f"[tune] chosen lr {chosen['lr']:g}, epoch {chosen['best_epoch']}: {selection} {chosen['best_val']:.4f}"
-        )
+        summaries = [
+            _candidate_summary(data, cfg, method, build_model, candidate, lr, seed, run_device, resume_dir)
+            for candidate, lr in enumerate(cfg.lr_candidates)
+        ]
+        chosen = _choose(summaries, selection=f"val_{method.training['select_on']}")
 
-        # ---- outputs: the chosen checkpoint's encoder (heads dropped), head metrics, log, curve, meta ----
+        # ---- checkpoint: the chosen candidate's best weights -> encoder (heads dropped), rows, log, curve ----
         model = build_model(chosen["candidate"])
-        best_path = CandidateResume(resume_dir / f"lr{chosen['candidate']}").best_path(chosen["best_epoch"])
-        model.load_state_dict(load_weights(best_path))
-        model.eval()
-        save_weights(model.encoder.state_dict(), out_dir / "model.safetensors")
-        if backbone_cfg.get("family") == "hf":
-            with atomic_dir(out_dir / "pretrained") as tmp:
-                model.encoder.save_pretrained(tmp)
-        head = None
+        model.load_state_dict(load_weights(_best_path(resume_dir, chosen)))
+        _save_encoder(model.eval(), backbone_cfg["family"], out_dir)
         row_identity = {**identity, "fold": fold, "tune_seed": seed, "n_train": len(data.train_idx)}
-        rows = [_tune_rows(chosen, best_row, row_identity)]
-        if model.classifier is not None:
-            head = _head_rows(model, data, fold, val_offset, row_identity, cfg, run_device)
-            rows.append(head)
-        write_parquet(pd.concat(rows, ignore_index=True), out_dir / "head.parquet")
-        log = pd.DataFrame([row for summary in summaries for row in summary["log"]])
-        write_csv(log, out_dir / "log.csv")
-        _plot_curves(summaries, out_dir / "curve.png", f"{selection} ({metric_name})", chosen)
-        meta = {
-            "identity": identity,
-            "fold": fold,
-            "seed": seed,
-            "val_offset": val_offset,
-            "config": {"backbone": backbone_cfg, "method": method_cfg, "tune": cfg.to_dict()},
-            "loss": {"name": name, **params},
-            "fingerprint": fingerprint,
-            "git_commit": git_commit(),
-            "device": str(run_device),
-            "parameters": {"total": n_params, "trainable": n_trainable},
-            **_run_facts(data, training, budget, summaries, chosen, log),
-            "head": None
-            if head is None
-            else dict(zip(head["metric"], head["value"].astype(float), strict=True)),
-            "model_sha256": file_sha256(out_dir / "model.safetensors"),
-        }
+        head = _write_rows_log_curve(model, data, summaries, chosen, row_identity, (fold, val_offset), cfg,
+                                     run_device, out_dir)  # fmt: skip
+        meta = {"identity": identity, "fold": fold, "seed": seed, "val_offset": val_offset,
+                "config": {"backbone": backbone_cfg, "method": method_cfg, "tune": cfg.to_dict()},
+                "loss": {"name": method.name, **method.params}, "fingerprint": fingerprint,
+                "git_commit": git_commit(), "device": str(run_device), "parameters": sizes,
+                **_run_facts(data, method.training, budget, summaries, chosen),
+                "head": head, "model_sha256": file_sha256(out_dir / "model.safetensors")}  # fmt: skip
         write_json(out_dir / "meta.json", meta)
         shutil.rmtree(resume_dir)
         return meta
+
+
+def _build_encoder(backbone_cfg: dict) -> nn.Module:
+    from ..models import build_encoder  # imported here so tests and tools can inject their own encoder
+
+    return build_encoder(backbone_cfg)
+
+
+def _save_encoder(model: TuneModel, family: str, out_dir: Path) -> None:
+    """The encoder's weights without the heads, and for hf backbones a ``save_pretrained`` export."""
+    save_weights(model.encoder.state_dict(), out_dir / "model.safetensors")
+    if family == "hf":
+        with atomic_dir(out_dir / "pretrained") as tmp:
+            model.encoder.save_pretrained(tmp)
+
+
+@contextlib.contextmanager
+def _pinned_torch(threads: int, deterministic: bool):
+    """Run with ``threads`` torch threads (and deterministic algorithms on CPU); restore both afterwards."""
+    saved = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
     finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+
+
+def _build_model(encoder_factory, backbone_cfg, cfg, heads, data: TuneData, seed, device, candidate: int):
+    """A fresh pretrained encoder (frozen prefixes applied) plus the loss's heads, seeded per candidate."""
+    encoder = encoder_factory(backbone_cfg)
+    if encoder.sample_rate != data.cache.sample_rate:
+        raise ValueError(
+            f"encoder expects {encoder.sample_rate} Hz audio, cache {data.cache.directory} holds "
+            f"{data.cache.sample_rate} Hz"
+        )
+    prefixes = [*backbone_cfg["freeze"], *cfg.freeze]
+    if prefixes:
+        encoder.freeze(prefixes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(seed, candidate, HEAD_INIT))
+        model = TuneModel(encoder, heads, len(data.vocab), cfg)
+    return model.to(device)
+
+
+def _parameter_counts(model: nn.Module) -> dict:
+    return {
+        "total": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+
+
+def _report_start(
+    identity, fold, seed, method: Method, cfg: TuneConfig, device, sizes, data: TuneData
+) -> dict:
+    """Print the run, resolved config, git SHA, parameter count, effective batch and data; return the budget."""
+    metric_name = "map" if data.multilabel else "accuracy"
+    training = method.training
+    print(f"[tune] {identity['dataset']}/{identity['backbone']}/{identity['method']} fold {fold} seed {seed}")
+    print(f"[tune] method: {method.name} {method.params}; tune config: {cfg.to_dict()}")
+    print(
+        f"[tune] git {git_commit()}; device {device}, {cfg.threads} thread(s); parameters {sizes['total']:,} "
+        f"({sizes['trainable']:,} trainable); effective batch {cfg.classes_per_batch} labels x {cfg.clips_per_class} "
+        f"clips x {cfg.grad_accum} accumulation = {cfg.classes_per_batch * cfg.clips_per_class * cfg.grad_accum}"
+    )
+    budget = _budget(data, cfg, training)
+    print(
+        f"[tune] data: {len(data.train_idx)} train / {len(data.val_idx)} val clips, {len(data.vocab)} labels, "
+        f"{'multi' if data.multilabel else 'single'}-label; {training['sampler']} batches, "
+        f"{training['views']} view(s); selection metric {training['select_on']} {metric_name}; budget {budget}"
+    )
+    return budget
+
+
+def _candidate_summary(data, cfg, method, build_model, candidate, lr, seed, device, resume_dir) -> dict:
+    """Train candidate ``candidate``, or read its summary if an earlier run of this fingerprint finished it."""
+    store = CandidateResume(resume_dir / f"lr{candidate}")
+    done = store.done()
+    if done is None:
+        return _train_candidate(data, cfg, method, build_model, candidate, lr, seed, device, store)
+    print(f"[tune] lr {lr:g}: finished in an earlier run (best epoch {done['best_epoch']}); skipped")
+    return done
+
+
+def _choose(summaries: list[dict], selection: str) -> dict:
+    """The candidate with the highest val selection metric; ties go to the earlier candidate."""
+    chosen = max(summaries, key=lambda s: (s["best_val"], -s["candidate"]))
+    chosen["selected"] = selection
+    print(
+        f"[tune] chosen lr {chosen['lr']:g}, epoch {chosen['best_epoch']}: {selection} {chosen['best_val']:.4f}"
+    )
+    return chosen
+
+
+def _best_path(resume_dir: Path, chosen: dict) -> Path:
+    return CandidateResume(resume_dir / f"lr{chosen['candidate']}").best_path(chosen["best_epoch"])
+
+
+def _write_rows_log_curve(
+    model, data, summaries, chosen, identity, split, cfg, device, out_dir
+) -> dict | None:
+    """head.parquet (tuning choices, and the classifier's test scores), log.csv and curve.png.
+
+    Returns:
+        the head's test metrics {metric: value}, or None for a model without a classifier.
+    """
+    best_row = next(row for row in chosen["log"] if row["epoch"] == chosen["best_epoch"])
+    rows, head = [_tune_rows(chosen, best_row, identity)], None
+    if model.classifier is not None:
+        head = _head_rows(model, data, *split, identity, cfg, device)
+        rows.append(head)
+    write_parquet(pd.concat(rows, ignore_index=True), out_dir / "head.parquet")
+    write_csv(pd.DataFrame([row for summary in summaries for row in summary["log"]]), out_dir / "log.csv")
+    metric_label = f"{chosen['selected']} ({'map' if data.multilabel else 'accuracy'})"
+    plot_tune_curves(summaries, out_dir / "curve.png", metric_label, chosen)
+    return None if head is None else dict(zip(head["metric"], head["value"].astype(float), strict=True))
 
 
 def _check_data(data: TuneData, name: str, loss, where: str) -> None:
@@ -774,11 +778,11 @@ def _check_data(data: TuneData, name: str, loss, where: str) -> None:
         raise ValueError(f"the val role of {where} has no labels: its mAP is undefined")
 
 
-def _run_facts(data: TuneData, training: dict, budget: dict, summaries: list, chosen: dict, log) -> dict:
+def _run_facts(data: TuneData, training: dict, budget: dict, summaries: list, chosen: dict) -> dict:
     """meta.json's record of the data, the training recipe and budget, and what was chosen on val."""
     metric_name = "map" if data.multilabel else "accuracy"
     best_row = next(row for row in chosen["log"] if row["epoch"] == chosen["best_epoch"])
-    chosen_log = log[log["lr_candidate"] == chosen["lr"]]
+    chosen_log = pd.DataFrame(chosen["log"])
     return {
         "multilabel": data.multilabel,
         "n_labels": len(data.vocab),
