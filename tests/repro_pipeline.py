@@ -19,9 +19,13 @@ from snakemake.utils import validate
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
+from schema_defaults import preprocess_settings, probe_settings  # noqa: E402
+
 from acft.data.preprocess import preprocess  # noqa: E402
-from acft.embed import extract_embeddings, read_embeddings  # noqa: E402
-from acft.probes.knn import knn_probe, nearest_neighbours  # noqa: E402
+from acft.embed import extract_embeddings  # noqa: E402
+from acft.embeddings import read_embeddings  # noqa: E402
+from acft.probes.knn import knn_probe  # noqa: E402
+from acft.probes.knn_search import nearest_neighbours  # noqa: E402
 from acft.probes.linear import linear_probe  # noqa: E402
 
 SPEAKER_SPLIT = {"george": "train", "jackson": "train", "lucas": "val", "nicolas": "test"}
@@ -63,12 +67,13 @@ def main(fsdd: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     manifest(fsdd).to_parquet(out / "manifest.parquet", index=False)
     cache = out / "sr16000"
-    preprocess(out / "manifest.parquet", cache, sample_rate=16000)
+    preprocess(out / "manifest.parquet", cache, sample_rate=16000, **preprocess_settings())
     extract_embeddings(cache, backbone_config(), out / "frozen.parquet", device="cpu")
     rows, embeddings, _ = read_embeddings(out / "frozen.parquet")
     emb = next(iter(embeddings.values()))
     labels = np.array([int(x[0]) for x in rows["labels"]])
     split = {name: (rows["split"] == name).to_numpy() for name in ("train", "val", "test")}
+    knn_cfg, linear_cfg = probe_settings("knn", k=[1, 5]), probe_settings("linear", device="cpu")
     neighbours = nearest_neighbours(emb[split["train"]], emb[split["test"]], [5], search="exact")
     knn = knn_probe(
         emb[split["train"]],
@@ -76,7 +81,10 @@ def main(fsdd: Path, out: Path) -> None:
         emb[split["test"]],
         labels[split["test"]],
         multilabel=False,
-        ks=[1, 5],
+        ks=knn_cfg["k"],
+        temperature=knn_cfg["temperature"],
+        chunk_size=knn_cfg["chunk_size"],
+        search=knn_cfg["search"],
     )
     linear = linear_probe(
         emb[split["train"]],
@@ -87,7 +95,10 @@ def main(fsdd: Path, out: Path) -> None:
         labels[split["test"]],
         multilabel=False,
         n_classes=10,
-        device="cpu",
+        weight_decay_grid=linear_cfg["weight_decay_grid"],
+        max_iter=linear_cfg["max_iter"],
+        seed=linear_cfg["probe_seeds"][0],
+        device=linear_cfg["device"],
     )
     metric = lambda records, probe, k=None: next(  # noqa: E731
         r["value"]

@@ -64,7 +64,7 @@ def test_stale_files_are_listed_exactly(row_files, tmp_path):
     expected = {path: "h-current" for path in row_files.values()}
     with pytest.raises(StaleResultsError) as error:
         aggregate(
-            list(row_files.values()), tmp_path / "r.parquet", tmp_path / "r.csv", expected_hashes=expected
+            list(row_files.values()), tmp_path / "r.parquet", tmp_path / "r.csv", lineage_hashes=expected
         )
     assert sorted(error.value.stale) == sorted([stale_supcon, stale_ce])
     assert "h-old" in str(error.value) and "h-older" in str(error.value) and "allow_stale" in str(error.value)
@@ -80,7 +80,7 @@ def test_allow_stale_warns_and_keeps_every_row(row_files, tmp_path):
             list(row_files.values()),
             tmp_path / "r.parquet",
             tmp_path / "r.csv",
-            expected_hashes=expected,
+            lineage_hashes=expected,
             allow_stale=True,
         )
     assert len(results) == 6 and set(results["config_hash"]) == {"h-current", "h-old"}
@@ -89,13 +89,13 @@ def test_allow_stale_warns_and_keeps_every_row(row_files, tmp_path):
 def test_paths_are_matched_normalised_and_unknown_files_rejected(row_files, tmp_path):
     expected = {path.replace(str(tmp_path), str(tmp_path) + "/."): "h-current" for path in row_files.values()}
     results = aggregate(
-        list(row_files.values()), tmp_path / "r.parquet", tmp_path / "r.csv", expected_hashes=expected
+        list(row_files.values()), tmp_path / "r.parquet", tmp_path / "r.csv", lineage_hashes=expected
     )
     assert len(results) == 6
     del expected[next(iter(expected))]
-    with pytest.raises(ValueError, match="no expected config hash"):
+    with pytest.raises(ValueError, match="no expected lineage hash"):
         aggregate(
-            list(row_files.values()), tmp_path / "r.parquet", tmp_path / "r.csv", expected_hashes=expected
+            list(row_files.values()), tmp_path / "r.parquet", tmp_path / "r.csv", lineage_hashes=expected
         )
 
 

@@ -1,6 +1,7 @@
 """Shared contracts: the fold convention, label encodings, tidy rows, provenance and atomic writes."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -95,21 +96,37 @@ def test_config_hash_is_order_independent_and_sensitive_to_values():
     assert provenance.config_hash({"a": 1}) != provenance.config_hash({"a": 2})
 
 
+def test_provenance_paths_mirror_results():
+    assert provenance.provenance_path("results/tables/x.md") == Path("results/provenance/tables/x.md.json")
+    assert provenance.provenance_path("/w/results/results.csv") == Path(
+        "/w/results/provenance/results.csv.json"
+    )
+    with pytest.raises(ValueError, match="not under a 'results' folder"):
+        provenance.provenance_path("/w/table.csv")
+
+
 def test_provenance_written_only_on_success(tmp_path):
-    out = tmp_path / "table.csv"
+    results = tmp_path / "results"
+    out = results / "tables" / "table.csv"
+    out.parent.mkdir(parents=True)
+    (out.parent / "table.csv.provenance.json").write_text("{}")  # where an older version put the record
     with provenance.track(out, {"k": [1, 5]}, rule="demo") as facts:
         out.write_text("x\n")
         facts["rows"] = 1
-    record = json.loads((tmp_path / "table.csv.provenance.json").read_text())
-    assert record["config_hash"] == provenance.config_hash({"k": [1, 5]})
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "table.csv"
+    ]  # the tables folder holds tables only
+    record = json.loads((results / "provenance" / "tables" / "table.csv.json").read_text())
+    assert record == provenance.read_provenance(out)
+    assert record["params_hash"] == provenance.config_hash({"k": [1, 5]})
     assert record["rows"] == 1 and record["rule"] == "demo"
     assert {"torch", "pandas", "python"} <= set(record["packages"])
     assert record["wall_seconds"] >= 0 and record["start"] <= record["end"]
-    failed = tmp_path / "failed.csv"
+    failed = results / "failed.csv"
     with pytest.raises(RuntimeError):
         with provenance.track(failed, {}, rule="demo"):
             raise RuntimeError("boom")
-    assert not (tmp_path / "failed.csv.provenance.json").exists()
+    assert not provenance.provenance_path(failed).exists()
 
 
 def test_atomic_path_leaves_nothing_behind_on_failure(tmp_path):
@@ -143,24 +160,27 @@ def test_atomic_path_removes_what_a_killed_write_of_its_output_left(tmp_path):
     assert sorted(tmp_path.iterdir()) == sorted([target, *kept])
 
 
-def test_provenance_of_a_failed_job_is_never_left_beside_a_missing_output(tmp_path):
-    out, other = tmp_path / "model.safetensors", tmp_path / "curve.png"
+def test_provenance_of_a_failed_job_is_never_left_for_a_missing_output(tmp_path):
+    out, other = tmp_path / "results" / "model.safetensors", tmp_path / "results" / "curve.png"
+    records = tmp_path / "results" / "provenance"
     # a record from an earlier run whose output Snakemake has since deleted
-    (tmp_path / "model.safetensors.provenance.json").write_text("{}")
+    records.mkdir(parents=True)
+    (records / "model.safetensors.json").write_text("{}")
     with pytest.raises(RuntimeError):
         with provenance.track([out, other], {}, rule="tune"):
             out.write_text("weights")
             raise RuntimeError("killed after the first output")
-    assert not list(tmp_path.glob("*.provenance.json"))
+    assert not list(records.iterdir())
     # the block ends without writing every output: no record for any of them
     with pytest.raises(FileNotFoundError, match="curve.png"):
         with provenance.track([out, other], {}, rule="tune"):
             out.write_text("weights")
-    assert not list(tmp_path.glob("*.provenance.json"))
+    assert not list(records.iterdir())
 
 
 def test_provenance_records_are_all_written_or_none(tmp_path, monkeypatch):
-    outputs = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    outputs = [tmp_path / "results" / "a.csv", tmp_path / "results" / "b.csv"]
+    outputs[0].parent.mkdir()
     real_write_json, calls = provenance.write_json, []
 
     def failing_second_write(path, obj):
@@ -174,5 +194,6 @@ def test_provenance_records_are_all_written_or_none(tmp_path, monkeypatch):
         with provenance.track(outputs, {}, rule="tables"):
             for path in outputs:
                 path.write_text("x\n")
-    assert len(calls) == 2 and not list(tmp_path.glob("*.provenance.json"))
-    assert not list(tmp_path.glob(".*"))  # no temp file either
+    records = tmp_path / "results" / "provenance"
+    assert len(calls) == 2 and not list(records.glob("*.json"))
+    assert not list(records.glob(".*"))  # no temp file either

@@ -15,15 +15,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from schema_defaults import probe_settings
 
 from acft.data.manifest import build_manifest
+from acft.identity import Run
 from acft.probes.run import run_knn, run_linear
 from acft.report.tables import render_tables
 
 from fixtures_datasets import make_folder_dataset
 
 torch.set_num_threads(1)
-IDENTITY = {"dataset": "toy", "backbone": "bb", "method": "frozen", "tune_seed": 0}
+RUN = Run("toy", "bb", "frozen", fold=0, seed=0)
 
 
 def test_empty_class_folders_are_logged_and_counted_in_stats(tmp_path, caplog):
@@ -77,15 +79,11 @@ def owl_only_in_test(tmp_path):
 
 def test_large_k_and_unseen_test_classes_are_logged_counted_and_noted(owl_only_in_test, tmp_path, caplog):
     path, vocab = owl_only_in_test
-    knn_settings = {"k": [1, 10], "temperature": 0.07}
-    linear_settings = {"weight_decay_grid": [0.0], "max_iter": 5, "device": "cpu"}
+    knn_settings = probe_settings("knn", k=[1, 10], temperature=0.07)
+    linear_settings = probe_settings("linear", weight_decay_grid=[0.0], max_iter=5, device="cpu")
     with caplog.at_level(logging.WARNING):
-        knn_rows = run_knn(
-            path, vocab, tmp_path / "knn.parquet", fold=0, identity=IDENTITY, settings=knn_settings
-        )
-        linear_rows = run_linear(
-            path, vocab, tmp_path / "linear.parquet", fold=0, identity=IDENTITY, settings=linear_settings
-        )
+        knn_rows = run_knn(path, vocab, tmp_path / "knn.parquet", run=RUN, settings=knn_settings)
+        linear_rows = run_linear(path, vocab, tmp_path / "linear.parquet", run=RUN, settings=linear_settings)
     assert "probes.knn.k [10] exceed the 6 train clips" in caplog.text
     assert "test class(es) ['owl'] have no train clip" in caplog.text
 
@@ -119,9 +117,8 @@ def test_no_counting_row_and_no_note_when_every_test_class_is_trained(tmp_path, 
             path,
             tmp_path / "labels.txt",
             tmp_path / "k.parquet",
-            fold=0,
-            identity=IDENTITY,
-            settings={"k": [5]},
+            run=RUN,
+            settings=probe_settings("knn", k=[5]),
         )
     assert caplog.text == ""
     assert "test_classes_without_train" not in set(rows.metric)
@@ -140,9 +137,8 @@ def test_multilabel_test_class_without_train_clip_is_counted(tmp_path, caplog):
             path,
             tmp_path / "labels.txt",
             tmp_path / "k.parquet",
-            fold=0,
-            identity=IDENTITY,
-            settings={"k": [3]},
+            run=RUN,
+            settings=probe_settings("knn", k=[3]),
         )
     assert "test class(es) ['c'] have no train clip" in caplog.text
     assert set(rows[rows.metric == "test_classes_without_train"].value) == {1.0}

@@ -17,18 +17,23 @@ import transformers
 from safetensors.torch import save_file
 
 from acft import embed as embed_module
-from acft.embed import extract_embeddings, length_buckets, read_embeddings, select_device
+from acft.device import length_buckets, select_device
+from acft.embed import extract_embeddings
+from acft.embeddings import read_embeddings
+from acft.identity import Run
 from acft.models import build_encoder
 from acft.provenance import file_sha256, package_versions
 
 sys.path.insert(0, str(Path(__file__).parent))
+from schema_defaults import backbone_config  # noqa: E402
+
 from tiny_models import save_tiny_model  # noqa: E402
 
 torch.set_num_threads(1)
 transformers.logging.set_verbosity_error()
 
 CLIP_SECONDS = [0.5, 0.2, 0.9, 0.35, 0.6, 0.25, 0.8, 0.3]
-IDENTITY = {"dataset": "toy", "backbone": "tiny", "method": "frozen", "fold": 0, "seed": 0}
+RUN = Run("toy", "tiny", "frozen", 0, 0)
 
 
 def write_cache(root: Path, rate: int = 16000) -> Path:
@@ -56,7 +61,7 @@ def write_cache(root: Path, rate: int = 16000) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_cfg(tmp_path_factory) -> dict:
-    return save_tiny_model("wav2vec2_layer", tmp_path_factory.mktemp("tiny") / "w2v")
+    return backbone_config(**save_tiny_model("wav2vec2_layer", tmp_path_factory.mktemp("tiny") / "w2v"))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +84,7 @@ def direct_embeddings(encoder, cache_dir: Path) -> dict[str, np.ndarray]:
 
 def test_parquet_schema_rows_and_metadata_round_trip(tiny_cfg, cache_dir, tmp_path, capsys):
     out = tmp_path / "frozen.parquet"
-    extract_embeddings(cache_dir, tiny_cfg, out, batch_size=3, identity=IDENTITY, config_hash="abc123")
+    extract_embeddings(cache_dir, tiny_cfg, out, batch_size=3, run=RUN, params_hash="abc123")
     assert "parameters" in capsys.readouterr().out  # the one-line start summary
 
     schema = pq.read_schema(out)
@@ -95,13 +100,19 @@ def test_parquet_schema_rows_and_metadata_round_trip(tiny_cfg, cache_dir, tmp_pa
             "checkpoint_sha256",
             "layers",
             "pooling",
-            "config_hash",
+            "params_hash",
             "versions",
             "identity",
             "embedding_columns",
         )
     }
-    assert json.loads(raw[b"acft.identity"]) == IDENTITY
+    assert json.loads(raw[b"acft.identity"]) == {
+        "dataset": "toy",
+        "backbone": "tiny",
+        "method": "frozen",
+        "fold": 0,
+        "seed": 0,
+    }
 
     rows, embeddings, meta = read_embeddings(out)
     index = pd.read_parquet(cache_dir / "index.parquet")
@@ -109,7 +120,7 @@ def test_parquet_schema_rows_and_metadata_round_trip(tiny_cfg, cache_dir, tmp_pa
     assert rows["split"][:4].tolist() == ["train", "train", "val", "test"] and rows["split"][4:].isna().all()
     assert rows["fold"].tolist() == [pd.NA] * 4 + [1, 2, 1, 2]
     assert rows["labels"].tolist() == [list(labels) for labels in index["labels"]]
-    assert meta["checkpoint_sha256"] is None and meta["config_hash"] == "abc123"
+    assert meta["checkpoint_sha256"] is None and meta["params_hash"] == "abc123"
     assert (
         meta["layers"] == ["last"]
         and meta["pooling"] == "mean"

@@ -102,21 +102,24 @@ def test_frozen_lineage_ignores_tuning_settings():
 def test_loss_parameter_table_matches_the_losses_and_the_schema():
     import yaml
 
-    from acft.plan import LOSS_PARAMS
+    from acft.methods import LOSS_JACCARD_THRESHOLD, LOSS_PARAMS, TRAINING_KEYS
     from acft.tune.losses import LOSSES
 
     from conftest import REPO
 
-    assert {k: set(v) for k, v in LOSS_PARAMS.items() if k != "none"} == {
-        name: set(loss.defaults) for name, loss in LOSSES.items()
-    }
+    assert set(LOSS_PARAMS) - {"none"} == set(LOSSES)
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     method_schema = schema["properties"]["methods"]["additionalProperties"]["properties"]
     assert set(method_schema["loss"]["enum"]) == set(LOSS_PARAMS)
-    for loss in LOSSES.values():
-        for key, default in loss.defaults.items():
-            # null: "the loss's own default" (jaccard_threshold differs between the two Jaccard losses)
-            assert method_schema[key]["default"] in (default, None), key
+    # every loss parameter and training key has its default (and range) in the schema, and only there
+    names = {key for params in LOSS_PARAMS.values() for key in params}
+    assert set(method_schema) == {"loss", *names, *TRAINING_KEYS}
+    assert all("default" in method_schema[key] for key in (*names, *TRAINING_KEYS))
+    # null jaccard_threshold: the loss's own value, for exactly the losses that take it
+    assert method_schema["jaccard_threshold"]["default"] is None
+    assert set(LOSS_JACCARD_THRESHOLD) == {
+        n for n, params in LOSS_PARAMS.items() if "jaccard_threshold" in params
+    }
 
 
 def test_method_config_keeps_only_the_parameters_its_loss_takes():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -10,11 +14,17 @@ import pytest
 import soundfile as sf
 import torch
 
-from acft.probes.run import few_shot_positions, read_embeddings, run_geometry, run_knn, run_linear
+from acft.embeddings import read_embeddings
+from acft.identity import Run
+from acft.plan import ConfigError
+from acft.probes.run import few_shot_positions, run_geometry, run_knn, run_linear
 from acft.results import RESULT_COLUMNS
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from schema_defaults import probe_settings  # noqa: E402
+
 torch.set_num_threads(1)
-IDENTITY = {"dataset": "toy", "backbone": "bb", "method": "frozen", "tune_seed": 0}
+RUN = Run("toy", "bb", "frozen", fold=0, seed=0)
 
 
 def write_embeddings(path, labels, columns, split=None, fold=None):
@@ -63,10 +73,8 @@ def test_reader_returns_rows_matrices_and_layer_order(fixed_split_file):
 
 def test_run_knn_writes_valid_rows_per_layer_shot_and_k(fixed_split_file, tmp_path):
     path, vocab, _ = fixed_split_file
-    settings = {"k": [1, 5, 100], "shots": [2, "all"]}
-    rows = run_knn(
-        path, vocab, tmp_path / "out" / "knn.parquet", fold=0, identity=IDENTITY, settings=settings
-    )
+    settings = probe_settings("knn", k=[1, 5, 100], shots=[2, "all"])
+    rows = run_knn(path, vocab, tmp_path / "out" / "knn.parquet", run=RUN, settings=settings)
     assert list(rows.columns) == list(RESULT_COLUMNS)
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "out" / "knn.parquet").astype(RESULT_COLUMNS), rows
@@ -85,13 +93,13 @@ def test_run_knn_writes_valid_rows_per_layer_shot_and_k(fixed_split_file, tmp_pa
 
 def test_run_linear_and_geometry_rows(fixed_split_file, tmp_path):
     path, vocab, _ = fixed_split_file
-    settings = {"weight_decay_grid": [0.0, 0.01], "max_iter": 30, "probe_seeds": [0, 1]}
-    rows = run_linear(path, vocab, tmp_path / "linear.parquet", fold=0, identity=IDENTITY, settings=settings)
+    settings = probe_settings("linear", weight_decay_grid=[0.0, 0.01], max_iter=30, probe_seeds=[0, 1])
+    rows = run_linear(path, vocab, tmp_path / "linear.parquet", run=RUN, settings=settings)
     assert set(rows.probe_seed) == {0, 1} and set(rows.probe) == {"linear"}
     assert {"accuracy", "macro_f1", "chosen_weight_decay"} == set(rows.metric)
     assert rows[(rows.layer == "last") & (rows.metric == "accuracy")].value.min() > 0.9
     geometry_rows = run_geometry(
-        path, vocab, tmp_path / "geometry.parquet", fold=0, identity=IDENTITY, settings={"max_clips": 20}
+        path, vocab, tmp_path / "geometry.parquet", run=RUN, settings=probe_settings("geometry", max_clips=20)
     )
     assert set(geometry_rows.probe) == {"geometry"} and set(geometry_rows.n_test) == {20}
     assert "silhouette" in set(geometry_rows.metric)
@@ -106,27 +114,30 @@ def test_kfold_file_uses_the_round_test_fold_and_multilabel_labels(tmp_path):
     path = write_embeddings(tmp_path / "emb.parquet", labels, {"embedding": points}, fold=folds)
     (tmp_path / "labels.txt").write_text("a\nb\n")
     rows = run_knn(
-        path, tmp_path / "labels.txt", tmp_path / "k.parquet", fold=2, identity=IDENTITY, settings={"k": [3]}
+        path,
+        tmp_path / "labels.txt",
+        tmp_path / "k.parquet",
+        run=replace(RUN, fold=2),
+        settings=probe_settings("knn", k=[3]),
     )
     assert set(rows.n_test) == {30} and set(rows.n_train) == {30}  # fold 2 test, fold 3 val, fold 1 train
     assert {"map", "macro_f1", "n_classes_without_test_positive"} <= set(rows.metric)
     assert (rows.fold == 2).all()
 
 
-def test_bad_settings_labels_and_identity_are_named(fixed_split_file, tmp_path):
+def test_bad_settings_and_labels_are_named(fixed_split_file, tmp_path):
     path, vocab, _ = fixed_split_file
     out = tmp_path / "x.parquet"
-    with pytest.raises(ValueError, match="temprature"):
-        run_knn(path, vocab, out, fold=0, identity=IDENTITY, settings={"temprature": 0.1})
-    with pytest.raises(ValueError, match="shots"):
-        run_knn(path, vocab, out, fold=0, identity=IDENTITY, settings={"shots": [0]})
-    with pytest.raises(ValueError, match="tune_seed"):
-        run_geometry(
-            path, vocab, out, fold=0, identity={"dataset": "d", "backbone": "b", "method": "m"}, settings={}
-        )
+    # values and keys are the schema's to check, at workflow start
+    with pytest.raises(ConfigError, match="probes.knn: Additional properties .*'temprature'"):
+        probe_settings("knn", temprature=0.1)
+    with pytest.raises(ConfigError, match=r"probes.knn.shots\[0\]"):
+        probe_settings("knn", shots=[0])
+    with pytest.raises(ValueError, match=r"probes.knn: settings lack \['chunk_size', 'search'"):
+        run_knn(path, vocab, out, run=RUN, settings={"k": [1], "temperature": 0.07})
     (tmp_path / "short.txt").write_text("cat\ndog\n")
     with pytest.raises(ValueError, match="owl"):
-        run_knn(path, tmp_path / "short.txt", out, fold=0, identity=IDENTITY, settings={})
+        run_knn(path, tmp_path / "short.txt", out, run=RUN, settings=probe_settings("knn"))
     assert not out.exists()
 
 
@@ -169,17 +180,15 @@ def test_probes_identify_fsdd_speakers_from_real_audio(fsdd_dir, tmp_path):
         path,
         tmp_path / "labels.txt",
         tmp_path / "k.parquet",
-        fold=0,
-        identity=IDENTITY,
-        settings={"k": [1, 5]},
+        run=RUN,
+        settings=probe_settings("knn", k=[1, 5]),
     )
     linear_rows = run_linear(
         path,
         tmp_path / "labels.txt",
         tmp_path / "l.parquet",
-        fold=0,
-        identity=IDENTITY,
-        settings={"max_iter": 50},
+        run=RUN,
+        settings=probe_settings("linear", max_iter=50),
     )
     assert set(knn_rows.n_test) == {100} and set(knn_rows.n_train) == {240}
     for rows in (knn_rows, linear_rows):

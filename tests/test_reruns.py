@@ -44,6 +44,13 @@ def n_runs(config, dataset=None, method=None):
     return count
 
 
+def planned_probes(workdir) -> set[str]:
+    """The {probe} wildcards (knn, linear, geometry) of the probe jobs a dry run plans."""
+    result = snakemake(workdir, "-n", "--cores", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return set(re.findall(r"^\s*wildcards:.*\bprobe=(\w+)", result.stdout + result.stderr, re.MULTILINE))
+
+
 def test_no_change_runs_nothing(finished):
     workdir, _ = finished
     assert planned_jobs(workdir) == {}
@@ -54,8 +61,9 @@ def test_knn_setting_reruns_only_knn_probes_and_tables(finished):
     config["probes"]["knn"]["temperature"] = 0.05
     write_config(workdir, config)
     jobs = planned_jobs(workdir)
-    assert jobs.pop("knn_probe") == n_runs(config)
+    assert jobs.pop("probe") == n_runs(config)
     assert set(jobs) <= REPORT_JOBS | {"tables"}, jobs
+    assert planned_probes(workdir) == {"knn"}
 
 
 def test_new_method_runs_only_its_own_jobs(finished):
@@ -65,8 +73,8 @@ def test_new_method_runs_only_its_own_jobs(finished):
     write_config(workdir, config)
     jobs = planned_jobs(workdir)
     seeds = len(config["experiments"][0]["seeds"])
-    for rule in ("tune", "embed_tuned", "knn_probe", "linear_probe", "geometry"):
-        assert jobs.pop(rule) == seeds, rule
+    for rule, count in (("tune", seeds), ("embed_tuned", seeds), ("probe", 3 * seeds)):
+        assert jobs.pop(rule) == count, rule
     assert set(jobs) <= REPORT_JOBS | {"plot_projection", "plot_curves"}, jobs
 
 
@@ -76,19 +84,18 @@ def test_temperature_reruns_tuning_and_everything_downstream(finished):
     write_config(workdir, config)
     jobs = planned_jobs(workdir)
     supcon_runs = n_runs(config, method="supcon")
-    for rule in ("tune", "embed_tuned", "knn_probe", "linear_probe", "geometry"):
-        assert jobs.pop(rule) == supcon_runs, rule
+    for rule, count in (("tune", supcon_runs), ("embed_tuned", supcon_runs), ("probe", 3 * supcon_runs)):
+        assert jobs.pop(rule) == count, rule
     assert "preprocess" not in jobs and "manifest" not in jobs and "embed_frozen" not in jobs
     assert set(jobs) <= REPORT_JOBS | {"plot_projection", "plot_curves"}, jobs
 
 
 SCRIPTS = {  # rule -> its script (workflow/rules/*.smk)
-    **dict.fromkeys(["knn_probe", "linear_probe", "geometry"], "probe.py"),
     **dict.fromkeys(["plot_metric_vs_k", "plot_projection", "plot_curves"], "plots.py"),
     **dict.fromkeys(["embed_frozen", "embed_tuned"], "embed.py"),
     **{
         rule: f"{rule}.py"
-        for rule in ("manifest", "preprocess", "tune", "aggregate", "tables", "check_fresh")
+        for rule in ("manifest", "preprocess", "tune", "probe", "aggregate", "tables", "check_fresh")
     },
 }
 
@@ -150,7 +157,7 @@ def test_each_rule_declares_exactly_the_package_modules_its_script_imports(tiny_
         certain = {package_file(str(f)) for f in code_files(script, package, deferred=False)}
         assert declared[rule] == imported, (rule, declared[rule] ^ imported)
         assert certain <= loaded <= imported, (rule, certain - loaded, loaded - imported)
-    assert {"labels.py", "results.py", "probes/linear.py", "probes/geometry.py"} <= declared["knn_probe"]
+    assert {"labels.py", "results.py", "probes/linear.py", "probes/geometry.py"} <= declared["probe"]
     assert {"data/cache.py", "data/splits.py", "labels.py"} <= declared["tune"]  # missed by the lists by hand
 
 

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from acft.provenance import provenance_path, read_provenance
+
 from tiny_workflow import REPO, SNAKEMAKE, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -97,7 +99,7 @@ def test_embeddings_follow_the_parquet_contract(tiny_workflow):
         embedding = schema.field("embedding").type
         assert pa.types.is_fixed_size_list(embedding) and embedding.value_type == pa.float32()
         metadata = {k.decode(): v.decode() for k, v in schema.metadata.items()}
-        assert {"acft.backbone", "acft.config_hash", "acft.pooling"} <= set(metadata)
+        assert {"acft.backbone", "acft.params_hash", "acft.pooling", "acft.identity"} <= set(metadata)
         dataset = path.relative_to(workdir / "results" / "embed").parts[0]
         manifest = pd.read_parquet(workdir / "results" / "data" / dataset / "manifest.parquet")
         assert sorted(table.column("clip_id").to_pylist()) == sorted(manifest.clip_id)
@@ -117,17 +119,26 @@ def test_every_output_has_provenance(tiny_workflow):
     workdir, _ = tiny_workflow
     outputs = [
         workdir / "results" / "data" / "instruments" / "manifest.parquet",
+        workdir / "results" / "data" / "instruments" / "labels.txt",
         workdir / "results" / "data" / "instruments" / "sr16000" / "index.parquet",
+        workdir / "results" / "data" / "instruments" / "sr16000" / "waveforms.npy",
         workdir / "results" / "embed" / "instruments" / "tiny" / "frozen.parquet",
         workdir / "results" / "probe" / "knn" / "instruments" / "tiny" / "ce" / "fold0" / "seed0.parquet",
         workdir / "results" / "results.csv",
         workdir / "results" / "tables" / "instruments.md",
     ]
     for output in outputs:
-        record = json.loads(output.with_name(output.name + ".provenance.json").read_text())
-        assert len(record["config_hash"]) == 16 and record["packages"]["torch"] == "2.11.0"
+        record = read_provenance(output)
+        assert len(record["params_hash"]) == 16 and record["packages"]["torch"] == "2.11.0"
         assert record["git_commit"] is None or len(record["git_commit"]) >= 40
         assert record["wall_seconds"] >= 0
+    # one record per output, in the provenance tree only: the folders a reader opens hold no records
+    results, records = workdir / "results", workdir / "results" / "provenance"
+    assert not [p for p in results.rglob("*provenance*") if records not in (p, *p.parents)]
+    for record in records.rglob("*.json"):
+        assert (results / record.relative_to(records).with_suffix("")).is_file(), record
+    for shown in [*(results / "tables").iterdir(), *(results / "plots").iterdir()]:
+        assert provenance_path(shown).is_file(), shown
 
 
 def test_rerun_with_no_change_runs_nothing(tiny_workflow):

@@ -7,41 +7,18 @@ backbone: it is extracted once per dataset and backbone and evaluated in every f
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
-from .methods import TRAINING_DEFAULTS
+from .identity import Run
+from .methods import LOSS_PARAMS, TRAINING_KEYS
 
 
 class ConfigError(ValueError):
     """A config value that passed the schema but does not fit the rest of the config."""
-
-
-@dataclass(frozen=True, order=True)
-class Run:
-    dataset: str
-    backbone: str
-    method: str
-    fold: int
-    seed: int
-
-
-# Hyper-parameters each loss takes (acft.tune.losses.LOSSES holds the same keys with their defaults; a test keeps
-# the two in step). Kept here so planning the DAG does not import torch.
-LOSS_PARAMS = {
-    "none": (),
-    "ce": (),
-    "bce": (),
-    "supcon": ("temperature",),
-    "jaccard_supcon": ("temperature", "jaccard_threshold", "jaccard_power"),
-    "jaccard_supcon_count": ("temperature", "jaccard_threshold"),
-    "mulsupcon": ("temperature",),
-    "supcon_ce": ("temperature", "ce_weight"),
-}
 
 
 def is_frozen(config: dict, method: str) -> bool:
@@ -53,7 +30,7 @@ def method_config(config: dict, method: str) -> dict:
     a supcon run must not depend on, or rerun for, an unused ce_weight), plus a tuned method's training keys
     (sampler, select_on, views: see acft.methods)."""
     entry = config["methods"][method]
-    keys = [*LOSS_PARAMS[entry["loss"]], *(TRAINING_DEFAULTS if entry["loss"] != "none" else ())]
+    keys = [*LOSS_PARAMS[entry["loss"]], *(TRAINING_KEYS if entry["loss"] != "none" else ())]
     return {"loss": entry["loss"], **{k: entry[k] for k in keys if k in entry}}
 
 

@@ -1,8 +1,10 @@
-"""Provenance manifests written beside every output.
+"""Provenance manifests, one per output, in a tree that mirrors ``results/``.
 
-Each output ``X`` gets ``X.provenance.json`` (a directory output gets ``X/provenance.json``) holding the hash
-of the config sub-tree the producing rule depends on, package versions, git commit, host, device, start/end
-time and wall seconds. The config hash is also stamped into result rows, so stale numbers can be traced.
+Output ``results/<path>`` gets ``results/provenance/<path>.json`` (``provenance_path``) holding the
+``params_hash`` (of the producing rule's params, the config sub-tree it depends on) and the params themselves,
+package versions, git commit, host, device, start/end time and wall seconds. The records stay out of the folders
+a reader opens (``results/tables/`` holds tables only). Result rows carry a different hash, the lineage hash of
+their run (column ``config_hash``, see ``acft.plan.lineage``), so stale numbers can be traced.
 """
 
 from __future__ import annotations
@@ -99,19 +101,34 @@ def device_description() -> str:
     return f"cpu:{torch.get_num_threads()}threads"
 
 
+RESULTS = "results"  # the folder every output lives under
+PROVENANCE = "provenance"  # the folder under RESULTS that mirrors it with one record per output
+
+
 def provenance_path(output: str | os.PathLike) -> Path:
+    """``<root>/results/<path>`` -> ``<root>/results/provenance/<path>.json`` (file or directory output).
+
+    The mirror starts at the output's nearest enclosing folder named ``results``.
+
+    Raises:
+        ValueError: the output is not under a ``results`` folder.
+    """
     output = Path(output)
-    if output.is_dir():
-        return output / "provenance.json"
-    return output.with_name(output.name + ".provenance.json")
+    parents = output.parts[:-1]
+    if RESULTS not in parents:
+        raise ValueError(
+            f"{output} is not under a '{RESULTS}' folder, so it has no place in the provenance tree"
+        )
+    root = len(parents) - parents[::-1].index(RESULTS)  # parts[:root] ends with the nearest "results"
+    return Path(*output.parts[:root], PROVENANCE, *output.parts[root:-1], output.name + ".json")
 
 
 @contextlib.contextmanager
 def track(outputs, config: Any, rule: str | None = None) -> Iterator[dict]:
-    """Time a block and, once it has succeeded and every output exists, write a provenance manifest beside each.
+    """Time a block and, once it has succeeded and every output exists, write each output's provenance manifest.
 
     Yields a dict the caller may fill with extra facts (clip counts, chosen hyper-parameters). A record never
-    outlives its output: records beside outputs that do not exist at the start (Snakemake deletes a job's
+    outlives its output: the records of outputs that do not exist at the start (Snakemake deletes a job's
     outputs before running it) are removed, and a block that fails, or ends without writing an output, writes
     none. Each record is written atomically; if one write fails, the records this block wrote are removed.
 
@@ -124,6 +141,8 @@ def track(outputs, config: Any, rule: str | None = None) -> Iterator[dict]:
     for output in outputs:
         if not output.exists():
             provenance_path(output).unlink(missing_ok=True)
+        # records used to sit beside their outputs: remove one left there by an older version
+        output.with_name(output.name + ".provenance.json").unlink(missing_ok=True)
     extra: dict = {}
     start_wall, start = time.time(), time.perf_counter()
     yield extra
@@ -134,7 +153,7 @@ def track(outputs, config: Any, rule: str | None = None) -> Iterator[dict]:
         )
     record = {
         "rule": rule,
-        "config_hash": config_hash(config),
+        "params_hash": config_hash(config),
         "config": config,
         "packages": package_versions(),
         "git_commit": git_commit(),
@@ -157,4 +176,5 @@ def track(outputs, config: Any, rule: str | None = None) -> Iterator[dict]:
 
 
 def read_provenance(output: str | os.PathLike) -> dict:
+    """The provenance record of ``output`` (see ``provenance_path``)."""
     return json.loads(provenance_path(output).read_text())

@@ -11,8 +11,8 @@ Every probe writes rows with exactly these columns; tables and plots are compute
 - ``metric, value``: e.g. ``accuracy``, ``macro_f1``, ``map``; grid choices as ``chosen_lr`` etc.
 - ``layer``: the backbone layer the embedding came from ("last" or an index);
   ``shots``: train clips per class in a few-shot run ("all" for the full train split).
-- ``n_train, n_test``: clips the probe fitted on and scored; ``config_hash``: hash of the config sub-tree
-  that produced the row's inputs and settings.
+- ``n_train, n_test``: clips the probe fitted on and scored; ``config_hash``: the run's lineage hash, the hash of
+  the config sub-trees behind the row's inputs and settings (``acft.plan.lineage``), checked by aggregation.
 """
 
 from __future__ import annotations

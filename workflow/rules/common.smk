@@ -2,6 +2,7 @@
 # The grid logic lives in the package (acft.plan) so it is tested without Snakemake.
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -20,13 +21,26 @@ if Path(acft.__file__).resolve().parent != (PACKAGE_DIR / "acft").resolve():
 
 import acft.plan as plan  # noqa: E402
 from acft.code_inputs import code_files  # noqa: E402
-from acft.plan import Run, is_frozen, lineage, method_config  # noqa: E402
+from acft.identity import Run  # noqa: E402
+from acft.plan import PROBE_SETTINGS, is_frozen, lineage, method_config  # noqa: E402
 from acft.provenance import config_hash  # noqa: E402
 
 # One line per error, naming the key (snakemake.utils.validate would print the whole sub-schema after it).
 plan.validate_config(config, PACKAGE_DIR / "schemas" / "config.schema.yaml")
 plan.check_config(config)
 RUNS = plan.expand_runs(config)
+
+# Paths of the per-run outputs, written once (logs/ and benchmarks/ mirror them).
+RUN = "{dataset}/{backbone}/{method}/fold{fold}/seed{seed}"
+FROZEN_RUN = "{dataset}/{backbone}/{method}"  # a frozen backbone's embeddings serve every fold and seed
+CACHE_DIR = "results/data/{dataset}/sr{sr}"
+VOCAB = "results/data/{dataset}/labels.txt"
+TUNE_DIR = f"results/tune/{RUN}"
+EMBED = f"results/embed/{RUN}.parquet"
+FROZEN_EMBED = f"results/embed/{FROZEN_RUN}.parquet"
+PROBE_ROWS = f"results/probe/{{probe}}/{RUN}.parquet"
+# knn, linear, geometry: the values of the {probe} wildcard, each a key of config ``probes``
+PROBES = list(PROBE_SETTINGS)
 
 
 wildcard_constraints:
@@ -36,6 +50,7 @@ wildcard_constraints:
     fold=r"\d+",
     seed=r"\d+",
     sr=r"\d+",
+    probe="|".join(PROBES),
 
 
 def script_code(script):
@@ -63,54 +78,48 @@ def backbone_sr(backbone):
     return config["backbones"][backbone]["sample_rate"]
 
 
-def cache_dir(wildcards):
-    return f"results/data/{wildcards.dataset}/sr{backbone_sr(wildcards.backbone)}"
+def cache_file(name):
+    """Input function: a file of the audio cache at the backbone's sample rate."""
+    path = os.path.join(CACHE_DIR, name)
+    return lambda w: path.format(dataset=w.dataset, sr=backbone_sr(w.backbone))
 
 
-def embedding_file(dataset, backbone, method, fold, seed):
+def embedding_file(run):
     """Frozen backbones are extracted once per dataset and reused by every fold and seed."""
-    if is_frozen(config, method):
-        return f"results/embed/{dataset}/{backbone}/{method}.parquet"
-    return f"results/embed/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}.parquet"
-
-
-def run_of(wildcards):
-    return Run(
-        wildcards.dataset,
-        wildcards.backbone,
-        wildcards.method,
-        int(wildcards.fold),
-        int(wildcards.seed),
+    return (FROZEN_EMBED if is_frozen(config, run.method) else EMBED).format(
+        **asdict(run)
     )
 
 
-def lineage_hash(stage):
-    """Params function: hash of the config sub-trees behind a run's output of ``stage``."""
-    return lambda w: config_hash(lineage(config, run_of(w), stage))
-
-
-def run_path(stage, run, ext="parquet"):
-    return f"results/{stage}/{run.dataset}/{run.backbone}/{run.method}/fold{run.fold}/seed{run.seed}.{ext}"
+def lineage_hash(stage=None):
+    """Params function: hash of the config sub-trees behind a run's output of ``stage`` (default: the probe)."""
+    return lambda w: config_hash(
+        lineage(config, Run.from_wildcards(w), stage or w.probe)
+    )
 
 
 def tune_dir(run):
-    return f"results/tune/{run.dataset}/{run.backbone}/{run.method}/fold{run.fold}/seed{run.seed}"
+    return TUNE_DIR.format(**asdict(run))
 
 
 def row_files():
     """Every tidy-row file of the grid, mapped to the lineage hash its rows must carry."""
     files = {}
     for run in RUNS:
-        for stage in ("knn", "linear"):
-            files[run_path(f"probe/{stage}", run)] = config_hash(
-                lineage(config, run, stage)
+        for probe in PROBES:
+            files[PROBE_ROWS.format(probe=probe, **asdict(run))] = config_hash(
+                lineage(config, run, probe)
             )
-        files[run_path("geometry", run)] = config_hash(lineage(config, run, "geometry"))
         if not is_frozen(config, run.method):
             files[f"{tune_dir(run)}/head.parquet"] = config_hash(
                 lineage(config, run, "head")
             )
     return files
+
+
+# computed once at parse time: rule all, aggregate and check_fresh all need them
+ROW_FILES = row_files()
+FRESH_MARKER = f"results/checks/fresh-{config_hash(ROW_FILES)}.ok"
 
 
 def run_datasets():
@@ -120,7 +129,7 @@ def run_datasets():
 def get_final_output():
     outputs = [
         "results/results.csv",
-        f"results/checks/fresh-{config_hash(row_files())}.ok",
+        FRESH_MARKER,
     ]
     for dataset in run_datasets():
         outputs += expand(
@@ -144,10 +153,7 @@ def projection_embeddings(dataset):
         if run.dataset == dataset:
             key = f"{run.backbone}/{run.method}"
             chosen.setdefault(key, run)
-    return {
-        key: embedding_file(r.dataset, r.backbone, r.method, r.fold, r.seed)
-        for key, r in chosen.items()
-    }
+    return {key: embedding_file(run) for key, run in chosen.items()}
 
 
 def tuned_runs(dataset):
@@ -155,10 +161,4 @@ def tuned_runs(dataset):
 
 
 def probe_embedding(wildcards):
-    return embedding_file(
-        wildcards.dataset,
-        wildcards.backbone,
-        wildcards.method,
-        wildcards.fold,
-        wildcards.seed,
-    )
+    return embedding_file(Run.from_wildcards(wildcards))

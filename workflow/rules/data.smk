@@ -6,7 +6,7 @@ rule manifest:
         code=script_code("manifest.py"),
     output:
         manifest="results/data/{dataset}/manifest.parquet",
-        vocab="results/data/{dataset}/labels.txt",
+        vocab=VOCAB,
         stats="results/data/{dataset}/stats.json",
         skipped="results/data/{dataset}/skipped.csv",
     log:
@@ -29,9 +29,9 @@ rule preprocess:
         manifest="results/data/{dataset}/manifest.parquet",
         code=script_code("preprocess.py"),
     output:
-        waveforms="results/data/{dataset}/sr{sr}/waveforms.npy",
-        index="results/data/{dataset}/sr{sr}/index.parquet",
-        stats="results/data/{dataset}/sr{sr}/stats.json",
+        waveforms=f"{CACHE_DIR}/waveforms.npy",
+        index=f"{CACHE_DIR}/index.parquet",
+        stats=f"{CACHE_DIR}/stats.json",
     log:
         "logs/data/{dataset}/sr{sr}/preprocess.log",
     benchmark:

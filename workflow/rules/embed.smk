@@ -1,46 +1,19 @@
-# Stage 3: embeddings of every clip to Parquet. The frozen backbone is extracted once per dataset and backbone.
-
-EMBED_CODE = script_code("embed.py")
-
-
-rule embed_frozen:
-    input:
-        index=lambda w: f"{cache_dir(w)}/index.parquet",
-        waveforms=lambda w: f"{cache_dir(w)}/waveforms.npy",
-        code=EMBED_CODE,
-    output:
-        "results/embed/{dataset}/{backbone}/{method}.parquet",
-    log:
-        "logs/embed/{dataset}/{backbone}/{method}.log",
-    benchmark:
-        "benchmarks/embed/{dataset}/{backbone}/{method}.tsv"
-    wildcard_constraints:
-        method="|".join(frozen_methods()) or "__none__",
-    conda:
-        "../../envs/torch.yaml"
-    threads: config["embed"]["threads"]
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    params:
-        backbone=lambda w: config["backbones"][w.backbone],
-        embed={k: v for k, v in config["embed"].items() if k != "threads"},
-    script:
-        "../scripts/embed.py"
+# Stage 3: embeddings of every clip to Parquet. The frozen backbone is extracted once per dataset and backbone,
+# by the same rule with the tuned checkpoint left out and a path without fold and seed.
 
 
 rule embed_tuned:
     input:
-        index=lambda w: f"{cache_dir(w)}/index.parquet",
-        waveforms=lambda w: f"{cache_dir(w)}/waveforms.npy",
-        checkpoint="results/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}/model.safetensors",
-        code=EMBED_CODE,
+        index=cache_file("index.parquet"),
+        waveforms=cache_file("waveforms.npy"),
+        checkpoint=f"{TUNE_DIR}/model.safetensors",
+        code=script_code("embed.py"),
     output:
-        "results/embed/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}.parquet",
+        EMBED,
     log:
-        "logs/embed/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}.log",
+        f"logs/embed/{RUN}.log",
     benchmark:
-        "benchmarks/embed/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}.tsv"
+        f"benchmarks/embed/{RUN}.tsv"
     wildcard_constraints:
         method="|".join(tuned_methods()) or "__none__",
     conda:
@@ -54,3 +27,18 @@ rule embed_tuned:
         embed={k: v for k, v in config["embed"].items() if k != "threads"},
     script:
         "../scripts/embed.py"
+
+
+use rule embed_tuned as embed_frozen with:
+    input:
+        index=cache_file("index.parquet"),
+        waveforms=cache_file("waveforms.npy"),
+        code=script_code("embed.py"),
+    output:
+        FROZEN_EMBED,
+    log:
+        f"logs/embed/{FROZEN_RUN}.log",
+    benchmark:
+        f"benchmarks/embed/{FROZEN_RUN}.tsv"
+    wildcard_constraints:
+        method="|".join(frozen_methods()) or "__none__",

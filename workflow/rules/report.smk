@@ -3,7 +3,7 @@
 
 rule aggregate:
     input:
-        rows=list(row_files()),
+        rows=list(ROW_FILES),
         code=script_code("aggregate.py"),
     output:
         parquet="results/results.parquet",
@@ -18,7 +18,7 @@ rule aggregate:
         mem_mb=4000,
         runtime=15,
     params:
-        expected_hashes=row_files(),
+        lineage_hashes=ROW_FILES,
         allow_stale=config["report"]["allow_stale"],
     script:
         "../scripts/aggregate.py"
@@ -94,7 +94,7 @@ rule plot_metric_vs_k:
 rule plot_projection:
     input:
         embeddings=lambda w: list(projection_embeddings(w.dataset).values()),
-        vocab="results/data/{dataset}/labels.txt",
+        vocab=VOCAB,
         code=script_code("plots.py"),
     output:
         report(
@@ -145,17 +145,17 @@ rule plot_curves:
 
 rule check_fresh:
     input:
-        rows=list(row_files()),
+        rows=list(ROW_FILES),
         code=script_code("check_fresh.py"),
     output:
-        f"results/checks/fresh-{config_hash(row_files())}.ok",
+        FRESH_MARKER,
     log:
         "logs/report/check_fresh.log",
     localrule: True
     conda:
         "../../envs/report.yaml"
     params:
-        expected_hashes=row_files(),
+        lineage_hashes=ROW_FILES,
         allow_stale=config["report"]["allow_stale"],
     script:
         "../scripts/check_fresh.py"

@@ -4,21 +4,21 @@
 
 rule tune:
     input:
-        index=lambda w: f"{cache_dir(w)}/index.parquet",
-        waveforms=lambda w: f"{cache_dir(w)}/waveforms.npy",
-        vocab="results/data/{dataset}/labels.txt",
+        index=cache_file("index.parquet"),
+        waveforms=cache_file("waveforms.npy"),
+        vocab=VOCAB,
         code=script_code("tune.py"),
     output:
-        model="results/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}/model.safetensors",
-        meta="results/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}/meta.json",
-        log_csv="results/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}/log.csv",
-        curve="results/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}/curve.png",
+        model=f"{TUNE_DIR}/model.safetensors",
+        meta=f"{TUNE_DIR}/meta.json",
+        log_csv=f"{TUNE_DIR}/log.csv",
+        curve=f"{TUNE_DIR}/curve.png",
         # result rows of the run: its tuning choices (probe "tune") and, with a classifier, its head's test scores
-        head="results/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}/head.parquet",
+        head=f"{TUNE_DIR}/head.parquet",
     log:
-        "logs/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}.log",
+        f"logs/tune/{RUN}.log",
     benchmark:
-        "benchmarks/tune/{dataset}/{backbone}/{method}/fold{fold}/seed{seed}.tsv"
+        f"benchmarks/tune/{RUN}.tsv"
     wildcard_constraints:
         method="|".join(tuned_methods()) or "__none__",
     conda:
@@ -32,6 +32,6 @@ rule tune:
         method=lambda w: method_config(config, w.method),
         tune=config["tune"],
         val_offset=lambda w: config["datasets"][w.dataset]["val_offset"],
-        config_hash=lineage_hash("head"),
+        lineage_hash=lineage_hash("head"),
     script:
         "../scripts/tune.py"

@@ -12,7 +12,7 @@ with provenance.track(snakemake.output, dict(snakemake.params.items()), rule="ag
         list(snakemake.input.rows),
         snakemake.output.parquet,
         snakemake.output.csv,
-        expected_hashes=snakemake.params.expected_hashes,
+        lineage_hashes=snakemake.params.lineage_hashes,
         allow_stale=snakemake.params.allow_stale,
     )
     facts["rows"] = len(results)

@@ -9,6 +9,6 @@ log_to(snakemake.log[0])
 check_fresh(
     list(snakemake.input.rows),
     snakemake.output[0],
-    expected_hashes=snakemake.params.expected_hashes,
+    lineage_hashes=snakemake.params.lineage_hashes,
     allow_stale=snakemake.params.allow_stale,
 )

@@ -9,7 +9,7 @@ from acft.data.manifest import build_manifest
 from acft.runlog import log_to
 
 log_to(snakemake.log[0])
-with provenance.track(snakemake.output.manifest, dict(snakemake.params.items()), rule="manifest") as facts:
+with provenance.track(snakemake.output, dict(snakemake.params.items()), rule="manifest") as facts:
     manifest = build_manifest(
         snakemake.wildcards.dataset,
         snakemake.params.dataset,

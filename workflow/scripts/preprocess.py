@@ -10,7 +10,7 @@ from acft.runlog import log_to
 
 log_to(snakemake.log[0], threads=snakemake.threads)
 settings = snakemake.params.preprocess
-with provenance.track(snakemake.output.index, dict(snakemake.params.items()), rule="preprocess") as facts:
+with provenance.track(snakemake.output, dict(snakemake.params.items()), rule="preprocess") as facts:
     index = preprocess(
         snakemake.input.manifest,
         Path(snakemake.output.index).parent,

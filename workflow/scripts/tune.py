@@ -29,7 +29,7 @@ with provenance.track(snakemake.output, dict(snakemake.params.items()), rule="tu
             "dataset": w.dataset,
             "backbone": w.backbone,
             "method": w.method,
-            "config_hash": snakemake.params.config_hash,
+            "config_hash": snakemake.params.lineage_hash,  # the rows' lineage hash
         },
     )
     facts["chosen_lr"], facts["chosen_epoch"] = meta.get("chosen_lr"), meta.get("best_epoch")

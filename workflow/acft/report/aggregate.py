@@ -1,4 +1,8 @@
-"""Every probe's tidy rows into one results table (Parquet + CSV), refusing rows made under another config."""
+"""Every probe's tidy rows into one results table (Parquet + CSV), refusing rows made under another config.
+
+Each row carries in its ``config_hash`` column the lineage hash of its run (``acft.plan.lineage``: the config
+sub-trees behind it); the workflow passes the hash the current config gives each row file.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ KEY_COLUMNS = [
 
 
 class StaleResultsError(RuntimeError):
-    """Row files whose recorded config hash differs from the current config's; ``stale`` lists them."""
+    """Row files whose rows carry another lineage hash than the current config gives; ``stale`` lists them."""
 
     def __init__(self, stale: list[str], message: str):
         super().__init__(message)
@@ -43,7 +47,7 @@ def aggregate(
     out_parquet,
     out_csv,
     *,
-    expected_hashes: dict[str, str] | None = None,
+    lineage_hashes: dict[str, str] | None = None,
     allow_stale: bool = False,
 ) -> pd.DataFrame:
     """Concatenate per-job row files into one validated, deterministically sorted results table.
@@ -51,7 +55,8 @@ def aggregate(
     Args:
         row_files: Parquet files of tidy rows (acft.results); an empty file is fine (a job with no rows).
         out_parquet, out_csv: the results table, both written atomically.
-        expected_hashes: {row file path: config hash of the current config}; every file's rows must carry it.
+        lineage_hashes: {row file path: its lineage hash under the current config}; every row of the file must
+            carry it in ``config_hash``.
         allow_stale: warn about stale files and keep their rows instead of raising.
 
     Returns:
@@ -62,8 +67,8 @@ def aggregate(
         ValueError: a file is invalid, has no expected hash, or two rows describe the same result.
     """
     frames = {str(path): _read_rows(path) for path in row_files}
-    if expected_hashes is not None:
-        _check_hashes(frames, expected_hashes, allow_stale)
+    if lineage_hashes is not None:
+        _check_hashes(frames, lineage_hashes, allow_stale)
     non_empty = [frame for frame in frames.values() if len(frame)]
     if non_empty:
         results = pd.concat(non_empty, ignore_index=True)
@@ -79,14 +84,14 @@ def aggregate(
 
 
 def check_fresh(
-    row_files: list[str], out_path, *, expected_hashes: dict[str, str], allow_stale: bool = False
+    row_files: list[str], out_path, *, lineage_hashes: dict[str, str], allow_stale: bool = False
 ) -> None:
     """Fail if any row file was made under another config; on success write a marker file.
 
     The workflow names the marker after the hash of the current config, so this check runs after every
     config edit even when ``--rerun-triggers mtime`` skips the jobs (and the aggregation) the edit affects.
     """
-    _check_hashes({str(path): _read_rows(path) for path in row_files}, expected_hashes, allow_stale)
+    _check_hashes({str(path): _read_rows(path) for path in row_files}, lineage_hashes, allow_stale)
     write_text(out_path, "every result row matches the current config\n")
 
 
@@ -104,14 +109,12 @@ def _read_rows(path) -> pd.DataFrame:
         raise ValueError(f"{path}: {error}") from error
 
 
-def _check_hashes(
-    frames: dict[str, pd.DataFrame], expected_hashes: dict[str, str], allow_stale: bool
-) -> None:
+def _check_hashes(frames: dict[str, pd.DataFrame], lineage_hashes: dict[str, str], allow_stale: bool) -> None:
     # Paths are compared normalised, so "results/./x" and "results/x" name the same file.
-    expected = {os.path.normpath(path): hash_ for path, hash_ in expected_hashes.items()}
+    expected = {os.path.normpath(path): hash_ for path, hash_ in lineage_hashes.items()}
     unknown = [path for path in frames if os.path.normpath(path) not in expected]
     if unknown:
-        raise ValueError(f"no expected config hash for row files {unknown}")
+        raise ValueError(f"no expected lineage hash for row files {unknown}")
     stale = {}
     for path, frame in frames.items():
         want = expected[os.path.normpath(path)]
