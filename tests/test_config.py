@@ -23,8 +23,9 @@ MISSPELT_CSV = {
 }
 
 
-def dry_run(tmp_path, config) -> subprocess.CompletedProcess:
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+def dry_run(tmp_path, config: dict | str) -> subprocess.CompletedProcess:
+    """``snakemake -n`` on ``config`` (a dict, or the config file's text as it is)."""
+    (tmp_path / "config.yaml").write_text(config if isinstance(config, str) else yaml.safe_dump(config))
     return subprocess.run(
         [
             SNAKEMAKE,
@@ -195,22 +196,7 @@ def test_every_object_rejects_unknown_keys():
 
 def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
     text = (REPO / "config.yaml").read_text() + "oops: [unclosed\n"
-    (tmp_path / "config.yaml").write_text(text)
-    result = subprocess.run(
-        [
-            SNAKEMAKE,
-            "-n",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--cores",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = dry_run(tmp_path, text)
     assert result.returncode != 0
     line = text.count("\n") + 1  # the parser stops at the end of the stream, after the last line
     output = result.stdout + result.stderr  # Snakemake prints its errors to stdout
