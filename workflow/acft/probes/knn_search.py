@@ -147,27 +147,31 @@ def nearest_neighbours(
     ks = sorted(set(ks))
     if ks[0] < 1 or ks[-1] > len(bank):
         raise ValueError(f"k values {ks} must lie in 1..{len(bank)} (the memory bank size)")
-    first_copy = _first_copies(unit_rows(bank))
+    bank64 = unit_rows(bank)  # normalised once: both the copy detection and the search use these rows
+    first_copy = _first_copies(bank64)
     distinct = torch.unique(first_copy)  # sorted: distinct rows keep the order of their first copies
     distinct_ks = sorted({min(k, len(distinct)) for k in ks})
-    found = _search_distinct(bank[distinct], query, distinct_ks, chunk_size, search)
-    found.stats["duplicate_train_rows"] = len(bank) - len(distinct)
-    if len(distinct) == len(bank):
+    if len(distinct) == len(bank):  # the common case: no copy of the bank
+        found = _search_distinct(bank64, query, distinct_ks, chunk_size, search)
+        found.stats["duplicate_train_rows"] = 0
         return found
+    found = _search_distinct(bank64[distinct], query, distinct_ks, chunk_size, search)
+    found.stats["duplicate_train_rows"] = len(bank) - len(distinct)
     return _expand_copies(found, distinct, first_copy, ks)
 
 
-def _search_distinct(bank, query, ks, chunk_size, search) -> Neighbours:
-    n_groups = -(-len(bank) // GROUP)
+def _search_distinct(bank64, query, ks, chunk_size, search) -> Neighbours:
+    """Neighbours among the unit rows ``bank64`` [N, D] (float64, no two bitwise equal)."""
+    n_groups = -(-len(bank64) // GROUP)
     if search == "exact" or n_groups <= 2 * ks[-1] + GROUP_MARGIN:  # small banks: screening saves nothing
-        return _exact_neighbours(unit_rows(bank), unit_rows(query), ks, chunk_size)
+        return _exact_neighbours(bank64, unit_rows(query), ks, chunk_size)
     screen = fastest_screen() if search == "auto" else search
-    found = _screened_neighbours(bank, query, ks, chunk_size, screen)
+    found = _screened_neighbours(bank64, query, ks, chunk_size, screen)
     if found is None:
         warnings.warn(
             f"{screen} similarities exceed their error bound here; using the exact search", stacklevel=3
         )
-        return _exact_neighbours(unit_rows(bank), unit_rows(query), ks, chunk_size)
+        return _exact_neighbours(bank64, unit_rows(query), ks, chunk_size)
     return found
 
 
@@ -239,16 +243,16 @@ def _exact_neighbours(bank64, query64, ks, chunk_size) -> Neighbours:
     )
 
 
-def _screened_neighbours(bank, query, ks, chunk_size, screen) -> Neighbours | None:
+def _screened_neighbours(bank64, query, ks, chunk_size, screen) -> Neighbours | None:
     """Certified screen (module docstring); None when an exact similarity falls outside its bound.
 
     Group g holds train clips g, g + n_groups, g + 2 n_groups, ...: strided, so the group maxima are an
     elementwise max over GROUP contiguous slices of the screened row (vectorised), not a reduction per group.
     """
     dtype, output_roundoff = SCREENS[screen]
-    k_max, n, dim = ks[-1], len(bank), bank.shape[1]
+    k_max, n, dim = ks[-1], len(bank64), bank64.shape[1]
     n_groups = -(-n // GROUP)
-    bank64, bank_low, bank_shift = _rounded_unit_rows(bank, dtype, n_groups * GROUP)
+    bank_low, bank_shift = _rounded_rows(bank64, dtype, n_groups * GROUP)
     n_searched = 2 * k_max + GROUP_MARGIN  # the clips within 2b of the k_max-th are about as many again
     rows_per_chunk = max(1, chunk_size * chunk_size // len(bank_low))
     product = _screen_product(bank_low, rows_per_chunk)
@@ -256,7 +260,8 @@ def _screened_neighbours(bank, query, ks, chunk_size, screen) -> Neighbours | No
     stats = {"search": screen, "rescored_pairs": 0, "whole_rows": 0}
     chunks = range(0, len(query), rows_per_chunk)
     for start in tqdm(chunks, desc=f"knn {screen} screen", unit="chunk", disable=None, leave=False):
-        q64, q_low, q_shift = _rounded_unit_rows(query[start : start + rows_per_chunk], dtype, per_row=True)
+        q64 = unit_rows(query[start : start + rows_per_chunk])
+        q_low, q_shift = _rounded_rows(q64, dtype, per_row=True)
         screened = product(q_low)  # [R, GROUP * n_groups]
         screened[:, n:] = -torch.inf
         groups = screened.view(len(q64), GROUP, n_groups)
@@ -321,22 +326,20 @@ def _screen_product(bank_low: torch.Tensor, rows: int):
     return lambda q: F.linear(q, bank_low)  # F.linear's kernel beats q @ bank.T here
 
 
-def _rounded_unit_rows(x: torch.Tensor, dtype, n_rows: int | None = None, per_row: bool = False):
-    """Unit rows in float64, the same rounded to ``dtype`` (zero rows appended up to ``n_rows``), and the
-    rounding shift |rounded - exact|: per row [N] if ``per_row``, else its max (float).
+def _rounded_rows(unit64: torch.Tensor, dtype, n_rows: int | None = None, per_row: bool = False):
+    """Unit rows [N, D] rounded to ``dtype`` (zero rows appended up to ``n_rows``), and the rounding shift
+    |rounded - exact|: per row [N] if ``per_row``, else its max (float).
 
-    Works in blocks of ROW_BLOCK rows so each block is converted, rounded and measured while in cache.
+    Works in blocks of ROW_BLOCK rows so each block is rounded and measured while in cache.
     """
-    n = len(x)
-    unit64 = torch.empty(x.shape, dtype=torch.float64)
-    low = torch.zeros((n_rows or n, x.shape[1]), dtype=dtype)
+    n = len(unit64)
+    low = torch.zeros((n_rows or n, unit64.shape[1]), dtype=dtype)
     shift = torch.empty(n, dtype=torch.float64)
     for lo in range(0, n, ROW_BLOCK):
         hi = min(n, lo + ROW_BLOCK)
-        unit64[lo:hi] = unit_rows(x[lo:hi])
         low[lo:hi] = unit64[lo:hi]
         shift[lo:hi] = rounding_shift(low[lo:hi], unit64[lo:hi])
-    return unit64, low, shift if per_row else float(shift.max()) if n else 0.0
+    return low, shift if per_row else float(shift.max()) if n else 0.0
 
 
 def _float32_below(x: torch.Tensor) -> torch.Tensor:
