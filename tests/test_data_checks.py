@@ -108,18 +108,23 @@ def test_large_k_and_unseen_test_classes_are_logged_counted_and_noted(owl_only_i
     assert "1 run(s) have test classes without a train clip (at most 1)" in notes
 
 
-def test_no_counting_row_and_no_note_when_every_test_class_is_trained(tmp_path, caplog):
-    labels = [["cat"], ["dog"]] * 6
-    path = write_embeddings(tmp_path / "emb.parquet", labels, ["train"] * 6 + ["val"] * 2 + ["test"] * 4)
-    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+def knn_rows(tmp_path, caplog, labels, split, vocab: str, k: int):
+    """kNN probe rows of a written embedding file, the warnings it logs captured by ``caplog``."""
+    path = write_embeddings(tmp_path / "emb.parquet", labels, split)
+    (tmp_path / "labels.txt").write_text(vocab)
     with caplog.at_level(logging.WARNING):
-        rows = run_knn(
+        return run_knn(
             path,
             tmp_path / "labels.txt",
             tmp_path / "k.parquet",
             run=RUN,
-            settings=probe_settings("knn", k=[5]),
+            settings=probe_settings("knn", k=[k]),
         )
+
+
+def test_no_counting_row_and_no_note_when_every_test_class_is_trained(tmp_path, caplog):
+    labels = [["cat"], ["dog"]] * 6
+    rows = knn_rows(tmp_path, caplog, labels, ["train"] * 6 + ["val"] * 2 + ["test"] * 4, "cat\ndog\n", k=5)
     assert caplog.text == ""
     assert "test_classes_without_train" not in set(rows.metric)
     render_tables(rows, tmp_path / "tables", settings={"knn": {"k": [5]}}, headline_k=5)
@@ -130,15 +135,6 @@ def test_no_counting_row_and_no_note_when_every_test_class_is_trained(tmp_path, 
 def test_multilabel_test_class_without_train_clip_is_counted(tmp_path, caplog):
     labels = [["a", "b"], ["a"], ["b"]] * 2 + [["a", "c"], ["b"]] + [["c"], ["a", "b"], ["a"]]
     split = ["train"] * 6 + ["val"] * 2 + ["test"] * 3
-    path = write_embeddings(tmp_path / "emb.parquet", labels, split)
-    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
-    with caplog.at_level(logging.WARNING):
-        rows = run_knn(
-            path,
-            tmp_path / "labels.txt",
-            tmp_path / "k.parquet",
-            run=RUN,
-            settings=probe_settings("knn", k=[3]),
-        )
+    rows = knn_rows(tmp_path, caplog, labels, split, "a\nb\nc\n", k=3)
     assert "test class(es) ['c'] have no train clip" in caplog.text
     assert set(rows[rows.metric == "test_classes_without_train"].value) == {1.0}
