@@ -59,3 +59,37 @@ def test_a_package_init_resolves_relative_imports_from_itself(tmp_path):
     )
     files = {str(f.relative_to(tmp_path / "acft")) for f in code_files(tmp_path / "script.py", tmp_path)}
     assert files == {"__init__.py", "models/__init__.py", "models/registry.py", "models/hf.py"}
+
+
+def test_an_import_by_name_counts_as_importing_its_package_modules(tmp_path):
+    """acft.probes.run reaches the registry's probe modules with import_module: every module of its package is
+    its code, modules of other packages are not, and a script that only reads the registry gets none of them."""
+    write(
+        tmp_path,
+        {
+            "acft/__init__.py": "",
+            "acft/other.py": "",
+            "acft/probes/__init__.py": "PROBES = {'knn': 'knn'}\n",
+            "acft/probes/knn.py": "from ..other import x\n",
+            "acft/probes/linear.py": "",
+            "acft/probes/run.py": (
+                "from importlib import import_module\n"
+                "def run(name):\n    return import_module(f'{__package__}.{name}')\n"
+            ),
+            "probe.py": "from acft.probes.run import run\n",
+            "tables.py": "from acft.probes import PROBES\n",
+        },
+    )
+    names = lambda script, **kw: {  # noqa: E731
+        str(f.relative_to(tmp_path / "acft")) for f in code_files(tmp_path / script, tmp_path, **kw)
+    }
+    assert names("probe.py") == {
+        "__init__.py",
+        "other.py",
+        "probes/__init__.py",
+        "probes/knn.py",
+        "probes/linear.py",
+        "probes/run.py",
+    }
+    assert names("probe.py", deferred=False) == {"__init__.py", "probes/__init__.py", "probes/run.py"}
+    assert names("tables.py") == {"__init__.py", "probes/__init__.py"}

@@ -19,7 +19,7 @@ from schema_defaults import probe_settings
 
 from acft.data.manifest import build_manifest
 from acft.identity import Run
-from acft.probes.run import run_knn, run_linear
+from acft.probes.run import run_probe
 from acft.report.tables import render_tables
 
 from fixtures_datasets import make_folder_dataset
@@ -82,8 +82,10 @@ def test_large_k_and_unseen_test_classes_are_logged_counted_and_noted(owl_only_i
     knn_settings = probe_settings("knn", k=[1, 10], temperature=0.07)
     linear_settings = probe_settings("linear", weight_decay_grid=[0.0], max_iter=5, device="cpu")
     with caplog.at_level(logging.WARNING):
-        knn_rows = run_knn(path, vocab, tmp_path / "knn.parquet", run=RUN, settings=knn_settings)
-        linear_rows = run_linear(path, vocab, tmp_path / "linear.parquet", run=RUN, settings=linear_settings)
+        knn_rows = run_probe("knn", path, vocab, tmp_path / "knn.parquet", run=RUN, settings=knn_settings)
+        linear_rows = run_probe(
+            "linear", path, vocab, tmp_path / "linear.parquet", run=RUN, settings=linear_settings
+        )
     assert "probes.knn.k [10] exceed the 6 train clips" in caplog.text
     assert "test class(es) ['owl'] have no train clip" in caplog.text
 
@@ -113,7 +115,8 @@ def knn_rows(tmp_path, caplog, labels, split, vocab: str, k: int):
     path = write_embeddings(tmp_path / "emb.parquet", labels, split)
     (tmp_path / "labels.txt").write_text(vocab)
     with caplog.at_level(logging.WARNING):
-        return run_knn(
+        return run_probe(
+            "knn",
             path,
             tmp_path / "labels.txt",
             tmp_path / "k.parquet",

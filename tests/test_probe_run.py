@@ -17,7 +17,7 @@ import torch
 from acft.embeddings import read_embeddings
 from acft.identity import Run
 from acft.plan import ConfigError
-from acft.probes.run import few_shot_positions, run_geometry, run_knn, run_linear
+from acft.probes.run import few_shot_positions, run_probe
 from acft.results import RESULT_COLUMNS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -74,7 +74,7 @@ def test_reader_returns_rows_matrices_and_layer_order(fixed_split_file):
 def test_run_knn_writes_valid_rows_per_layer_shot_and_k(fixed_split_file, tmp_path):
     path, vocab, _ = fixed_split_file
     settings = probe_settings("knn", k=[1, 5, 100], shots=[2, "all"])
-    rows = run_knn(path, vocab, tmp_path / "out" / "knn.parquet", run=RUN, settings=settings)
+    rows = run_probe("knn", path, vocab, tmp_path / "out" / "knn.parquet", run=RUN, settings=settings)
     assert list(rows.columns) == list(RESULT_COLUMNS)
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "out" / "knn.parquet").astype(RESULT_COLUMNS), rows
@@ -94,12 +94,17 @@ def test_run_knn_writes_valid_rows_per_layer_shot_and_k(fixed_split_file, tmp_pa
 def test_run_linear_and_geometry_rows(fixed_split_file, tmp_path):
     path, vocab, _ = fixed_split_file
     settings = probe_settings("linear", weight_decay_grid=[0.0, 0.01], max_iter=30, probe_seeds=[0, 1])
-    rows = run_linear(path, vocab, tmp_path / "linear.parquet", run=RUN, settings=settings)
+    rows = run_probe("linear", path, vocab, tmp_path / "linear.parquet", run=RUN, settings=settings)
     assert set(rows.probe_seed) == {0, 1} and set(rows.probe) == {"linear"}
     assert {"accuracy", "macro_f1", "chosen_weight_decay"} == set(rows.metric)
     assert rows[(rows.layer == "last") & (rows.metric == "accuracy")].value.min() > 0.9
-    geometry_rows = run_geometry(
-        path, vocab, tmp_path / "geometry.parquet", run=RUN, settings=probe_settings("geometry", max_clips=20)
+    geometry_rows = run_probe(
+        "geometry",
+        path,
+        vocab,
+        tmp_path / "geometry.parquet",
+        run=RUN,
+        settings=probe_settings("geometry", max_clips=20),
     )
     assert set(geometry_rows.probe) == {"geometry"} and set(geometry_rows.n_test) == {20}
     assert "silhouette" in set(geometry_rows.metric)
@@ -113,7 +118,8 @@ def test_kfold_file_uses_the_round_test_fold_and_multilabel_labels(tmp_path):
     folds = [i % 3 + 1 for i in range(n)]
     path = write_embeddings(tmp_path / "emb.parquet", labels, {"embedding": points}, fold=folds)
     (tmp_path / "labels.txt").write_text("a\nb\n")
-    rows = run_knn(
+    rows = run_probe(
+        "knn",
         path,
         tmp_path / "labels.txt",
         tmp_path / "k.parquet",
@@ -134,10 +140,12 @@ def test_bad_settings_and_labels_are_named(fixed_split_file, tmp_path):
     with pytest.raises(ConfigError, match=r"probes.knn.shots\[0\]"):
         probe_settings("knn", shots=[0])
     with pytest.raises(ValueError, match=r"probes.knn: settings lack \['chunk_size', 'search'"):
-        run_knn(path, vocab, out, run=RUN, settings={"k": [1], "temperature": 0.07})
+        run_probe("knn", path, vocab, out, run=RUN, settings={"k": [1], "temperature": 0.07})
+    with pytest.raises(ValueError, match=r"probes.geometry: settings have unknown keys \['k'\]"):
+        run_probe("geometry", path, vocab, out, run=RUN, settings=probe_settings("geometry") | {"k": [1]})
     (tmp_path / "short.txt").write_text("cat\ndog\n")
     with pytest.raises(ValueError, match="owl"):
-        run_knn(path, tmp_path / "short.txt", out, run=RUN, settings=probe_settings("knn"))
+        run_probe("knn", path, tmp_path / "short.txt", out, run=RUN, settings=probe_settings("knn"))
     assert not out.exists()
 
 
@@ -176,14 +184,16 @@ def test_probes_identify_fsdd_speakers_from_real_audio(fsdd_dir, tmp_path):
         tmp_path / "fsdd.parquet", [[s] for s in speakers], {"embedding": features}, split=split
     )
     (tmp_path / "labels.txt").write_text("\n".join(sorted(set(speakers))) + "\n")
-    knn_rows = run_knn(
+    knn_rows = run_probe(
+        "knn",
         path,
         tmp_path / "labels.txt",
         tmp_path / "k.parquet",
         run=RUN,
         settings=probe_settings("knn", k=[1, 5]),
     )
-    linear_rows = run_linear(
+    linear_rows = run_probe(
+        "linear",
         path,
         tmp_path / "labels.txt",
         tmp_path / "l.parquet",

@@ -4,7 +4,9 @@
 Snakemake's code trigger sees only a rule's own script. These files are the rule's code inputs: an edit to any
 module its job runs reruns the job, and an edit to any other module reruns nothing. Imports inside functions
 count too (a lazily imported module still runs). Every package ``__init__.py`` on the way is included, since
-importing ``acft.a.b`` runs ``acft/__init__.py`` and ``acft/a/__init__.py``.
+importing ``acft.a.b`` runs ``acft/__init__.py`` and ``acft/a/__init__.py``. A module that imports by name
+(``importlib.import_module``, as ``acft.probes.run`` does to reach the probe registry's modules) counts as
+importing every module of its own package.
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ def _import_nodes(tree: ast.AST, deferred: bool):
             pending.extend(ast.iter_child_nodes(node))
 
 
+def _is_import_module_call(node: ast.AST) -> bool:
+    """``import_module(...)`` or ``importlib.import_module(...)``."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Name) and func.id == "import_module") or (
+        isinstance(func, ast.Attribute) and func.attr == "import_module"
+    )
+
+
 @functools.cache
 def _imported_names(path: Path, module: str | None, deferred: bool = True) -> frozenset[str]:
     """Absolute names of the ``acft`` modules (and possibly their attributes) that ``path`` imports.
@@ -62,6 +74,9 @@ def _imported_names(path: Path, module: str | None, deferred: bool = True) -> fr
                 base = node.module or ""
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
+        elif _is_import_module_call(node) and module is not None:
+            package = module if is_package else module.rpartition(".")[0]
+            names.update(f"{package}.{f.stem}" for f in path.parent.glob("*.py") if f.stem != "__init__")
     return frozenset(n for n in names if n == PACKAGE or n.startswith(PACKAGE + "."))
 
 

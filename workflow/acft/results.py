@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .probes import PROBES
+
 RESULT_COLUMNS = {
     "dataset": "string",
     "backbone": "string",
@@ -37,7 +39,8 @@ RESULT_COLUMNS = {
     "config_hash": "string",
 }
 
-PROBES = ("linear", "knn_majority", "knn_weighted", "head", "geometry", "tune")
+# the probe column's values: every registered probe's row names, plus the tuning runs' own rows
+ROW_PROBES = (*(name for probe in PROBES.values() for name in probe.rows), "head", "tune")
 
 
 def make_rows(records: list[dict], **common) -> pd.DataFrame:
@@ -64,8 +67,8 @@ def validate_rows(frame: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(
             f"result rows have missing values in {missing_values[missing_values].index.tolist()}"
         )
-    unknown = sorted(set(frame["probe"]) - set(PROBES))
+    unknown = sorted(set(frame["probe"]) - set(ROW_PROBES))
     if unknown:
-        raise ValueError(f"unknown probe names {unknown}; expected one of {PROBES}")
+        raise ValueError(f"unknown probe names {unknown}; expected one of {ROW_PROBES}")
     frame = frame[list(RESULT_COLUMNS)].astype(RESULT_COLUMNS)
     return frame.reset_index(drop=True)

@@ -22,7 +22,8 @@ if Path(acft.__file__).resolve().parent != (PACKAGE_DIR / "acft").resolve():
 import acft.plan as plan  # noqa: E402
 from acft.code_inputs import code_files  # noqa: E402
 from acft.identity import Run  # noqa: E402
-from acft.plan import PROBE_SETTINGS, is_frozen, lineage, method_config  # noqa: E402
+from acft.plan import is_frozen, lineage, method_config  # noqa: E402
+from acft.probes import PROBES as PROBE_REGISTRY  # noqa: E402
 from acft.provenance import config_hash  # noqa: E402
 
 # One line per error, naming the key (snakemake.utils.validate would print the whole sub-schema after it).
@@ -40,7 +41,7 @@ EMBED = f"results/embed/{RUN}.parquet"
 FROZEN_EMBED = f"results/embed/{FROZEN_RUN}.parquet"
 PROBE_ROWS = f"results/probe/{{probe}}/{RUN}.parquet"
 # knn, linear, geometry: the values of the {probe} wildcard, each a key of config ``probes``
-PROBES = list(PROBE_SETTINGS)
+PROBES = list(PROBE_REGISTRY)
 
 
 wildcard_constraints:

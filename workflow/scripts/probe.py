@@ -4,13 +4,14 @@ import _bootstrap  # noqa: F401  (puts the acft package on sys.path)
 
 from acft import provenance
 from acft.identity import Run
-from acft.probes.run import RUNNERS
+from acft.probes.run import run_probe
 from acft.runlog import log_to
 
 log_to(snakemake.log[0], threads=snakemake.threads)
 probe = snakemake.wildcards.probe
 with provenance.track(snakemake.output, dict(snakemake.params.items()), rule=f"probe ({probe})") as facts:
-    rows = RUNNERS[probe](
+    rows = run_probe(
+        probe,
         snakemake.input.embedding,
         snakemake.input.vocab,
         snakemake.output[0],

@@ -124,3 +124,14 @@ def geometry(
             else float("nan")
         )
     return [{"probe": "geometry", "metric": name, "value": value} for name, value in metrics.items()]
+
+
+def evaluate(data, emb: np.ndarray, train: np.ndarray, *, max_clips, seed) -> list[dict]:
+    """Geometry of one embedding column over the round's test clips (``acft.probes.run.run_probe``); the
+    train clips are not used, so its rows say n_train 0."""
+    test = data.positions("test")
+    records = geometry(
+        emb[test], data.targets[test], multilabel=data.multilabel, max_clips=max_clips, seed=seed
+    )
+    n_used = min(len(test), max_clips)
+    return [{**record, "n_train": 0, "n_test": n_used} for record in records]

@@ -12,6 +12,7 @@ tied value).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +20,8 @@ import torch
 
 from .knn_search import Neighbours, nearest_neighbours
 from .metrics import multilabel_metrics, single_label_metrics
+
+log = logging.getLogger(__name__)
 
 
 def _vote_weights(sim: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -141,3 +144,32 @@ def knn_probe(
                 {"probe": probe, "k": int(k), "metric": name, "value": v} for name, v in metrics.items()
             ]
     return records
+
+
+def evaluate(data, emb: np.ndarray, train: np.ndarray, *, k, temperature, chunk_size, search) -> list[dict]:
+    """The kNN probe of one embedding column (``acft.probes.run.run_probe``): bank = the ``train`` positions,
+    queries = the round's test clips (and val clips, whose scores set multi-label thresholds)."""
+    clamped = [n for n in k if n > len(train)]
+    if clamped:
+        log.warning(
+            "%s: probes.knn.k %s exceed the %d train clips (the memory bank); clamped to %d "
+            "(rows keep the requested k; metric effective_k holds the k used)",
+            data.path,
+            clamped,
+            len(train),
+            len(train),
+        )
+    test, val = data.positions("test"), data.positions("val")
+    return knn_probe(
+        emb[train],
+        data.targets[train],
+        emb[test],
+        data.targets[test],
+        multilabel=data.multilabel,
+        ks=k,
+        temperature=temperature,
+        chunk_size=chunk_size,
+        search=search,
+        val_emb=emb[val],
+        val_labels=data.targets[val],
+    )

@@ -200,3 +200,28 @@ def linear_probe(
         metrics = single_label_metrics(test_labels, test_scores.argmax(1))
     metrics.update(chosen_weight_decay=float(weight_decay))
     return [{"probe": "linear", "probe_seed": int(seed), "metric": m, "value": v} for m, v in metrics.items()]
+
+
+def evaluate(
+    data, emb: np.ndarray, train: np.ndarray, *, weight_decay_grid, max_iter, probe_seeds, device
+) -> list[dict]:
+    """The linear probe of one embedding column (``acft.probes.run.run_probe``), once per probe seed: fitted
+    on the ``train`` positions, its weight decay chosen on the round's val clips, scored on its test clips."""
+    test, val = data.positions("test"), data.positions("val")
+    records = []
+    for seed in probe_seeds:
+        records += linear_probe(
+            emb[train],
+            data.targets[train],
+            emb[val],
+            data.targets[val],
+            emb[test],
+            data.targets[test],
+            multilabel=data.multilabel,
+            n_classes=data.n_classes,
+            weight_decay_grid=weight_decay_grid,
+            max_iter=max_iter,
+            seed=seed,
+            device=device,
+        )
+    return records

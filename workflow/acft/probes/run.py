@@ -11,8 +11,10 @@ class; a clip drawn for one class also counts for its other labels). The same se
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
+from importlib import import_module
 
 import numpy as np
 import pandas as pd
@@ -23,27 +25,11 @@ from ..identity import Run
 from ..io import write_parquet
 from ..labels import encode_multi_hot, encode_single, is_multilabel, read_vocab
 from ..results import make_rows
-from .geometry import geometry
-from .knn import knn_probe
-from .linear import linear_probe
+from . import PROBES
 
 log = logging.getLogger(__name__)
 
-# the keys of each probe's config section (their defaults and checks: workflow/schemas/config.schema.yaml)
-SETTINGS = {
-    "knn": ("k", "temperature", "chunk_size", "search", "shots", "shot_seed"),
-    "linear": ("weight_decay_grid", "max_iter", "probe_seeds", "shots", "shot_seed", "device"),
-    "geometry": ("max_clips", "seed"),
-}
 UNSEEN_METRIC = "test_classes_without_train"  # a row counting them, written only where there are some
-
-
-def check_settings(probe: str, settings: dict) -> dict:
-    """``settings``, the ``probes.<probe>`` section as the schema filled and checked it; a missing key raises."""
-    missing = [key for key in SETTINGS[probe] if key not in settings]
-    if missing:
-        raise ValueError(f"probes.{probe}: settings lack {missing} (the config schema fills them)")
-    return settings
 
 
 def few_shot_positions(hot: np.ndarray, shots: int, seed: int) -> np.ndarray:
@@ -141,13 +127,22 @@ def _common(run: Run, lineage_hash: str) -> dict:
     }
 
 
-def _finish(frames: list[pd.DataFrame], out_path) -> pd.DataFrame:
-    rows = pd.concat(frames, ignore_index=True)
-    write_parquet(rows, out_path)
-    return rows
+def _checked_settings(probe: str, evaluate, settings: dict) -> dict:
+    """``settings`` (the ``probes.<probe>`` section as the schema filled and checked it) less the few-shot keys,
+    which the runner uses; a key ``evaluate`` lacks or takes but is not given raises, naming it."""
+    options = {k: v for k, v in settings.items() if k not in ("shots", "shot_seed")}
+    params = inspect.signature(evaluate).parameters
+    named = {name for name, param in params.items() if param.kind is param.KEYWORD_ONLY}
+    missing = sorted(name for name in named - set(options) if params[name].default is inspect.Parameter.empty)
+    unknown = sorted(set(options) - named)
+    if missing or unknown:
+        problems = [f"lack {missing}"] * bool(missing) + [f"have unknown keys {unknown}"] * bool(unknown)
+        raise ValueError(f"probes.{probe}: settings {' and '.join(problems)} (the config schema fills them)")
+    return options
 
 
-def run_knn(
+def run_probe(
+    probe: str,
     embedding_path,
     vocab_path,
     out_path,
@@ -157,40 +152,23 @@ def run_knn(
     val_offset: int = 1,
     lineage_hash: str = "",
 ) -> pd.DataFrame:
-    """kNN probe rows for every embedding column and shot count; see ``knn.knn_probe``."""
-    cfg = check_settings("knn", settings)
+    """Rows of ``probe`` (a key of ``acft.probes.PROBES``) for every embedding column and shot count.
+
+    The probe's ``evaluate(data, emb, train, **settings)`` scores one embedding column ``emb`` [N, D] of
+    ``data`` (a ``ProbeData``) with the train clips at positions ``train`` and returns records
+    ``{"probe", "metric", "value", ...}`` (a record may set any row column, e.g. ``k`` or ``n_test``).
+    """
+    evaluate = import_module(f"{__package__}.{PROBES[probe].module}").evaluate
+    options = _checked_settings(probe, evaluate, settings)
     common = _common(run, lineage_hash)
     data = load_probe_data(embedding_path, vocab_path, run.fold, val_offset)
-    test, val = data.positions("test"), data.positions("val")
+    n_test = len(data.positions("test"))
     frames = []
     for column, emb in data.columns.items():
-        for shots in cfg["shots"]:
-            train = data.train_positions(shots, cfg["shot_seed"])
-            clamped = [k for k in cfg["k"] if k > len(train)]
-            if clamped:
-                log.warning(
-                    "%s %s shots=%s: probes.knn.k %s exceed the %d train clips (the memory bank); "
-                    "clamped to %d (rows keep the requested k; metric effective_k holds the k used)",
-                    data.path,
-                    column,
-                    shots,
-                    clamped,
-                    len(train),
-                    len(train),
-                )
-            records = knn_probe(
-                emb[train],
-                data.targets[train],
-                emb[test],
-                data.targets[test],
-                multilabel=data.multilabel,
-                ks=cfg["k"],
-                temperature=cfg["temperature"],
-                chunk_size=cfg["chunk_size"],
-                search=cfg["search"],
-                val_emb=emb[val],
-                val_labels=data.targets[val],
-            )
+        for shots in settings.get("shots", ["all"]):
+            train = data.train_positions(shots, settings.get("shot_seed", 0))
+            log.info("%s %s %s shots=%s: %d train clips", probe, data.path, column, shots, len(train))
+            records = evaluate(data, emb, train, **options)
             frames.append(
                 make_rows(
                     _with_unseen_count(records, data),
@@ -198,87 +176,9 @@ def run_knn(
                     layer=layer_of(column),
                     shots=str(shots),
                     n_train=len(train),
-                    n_test=len(test),
+                    n_test=n_test,
                 )
             )
-    return _finish(frames, out_path)
-
-
-def run_linear(
-    embedding_path,
-    vocab_path,
-    out_path,
-    *,
-    run: Run,
-    settings: dict,
-    val_offset: int = 1,
-    lineage_hash: str = "",
-) -> pd.DataFrame:
-    """Linear probe rows for every embedding column, shot count and probe seed; see ``linear.linear_probe``."""
-    cfg = check_settings("linear", settings)
-    common = _common(run, lineage_hash)
-    data = load_probe_data(embedding_path, vocab_path, run.fold, val_offset)
-    test, val = data.positions("test"), data.positions("val")
-    frames = []
-    for column, emb in data.columns.items():
-        for shots in cfg["shots"]:
-            train = data.train_positions(shots, cfg["shot_seed"])
-            for seed in cfg["probe_seeds"]:
-                records = linear_probe(
-                    emb[train],
-                    data.targets[train],
-                    emb[val],
-                    data.targets[val],
-                    emb[test],
-                    data.targets[test],
-                    multilabel=data.multilabel,
-                    n_classes=data.n_classes,
-                    weight_decay_grid=cfg["weight_decay_grid"],
-                    max_iter=cfg["max_iter"],
-                    seed=seed,
-                    device=cfg["device"],
-                )
-                frames.append(
-                    make_rows(
-                        _with_unseen_count(records, data),
-                        **common,
-                        layer=layer_of(column),
-                        shots=str(shots),
-                        n_train=len(train),
-                        n_test=len(test),
-                    )
-                )
-    return _finish(frames, out_path)
-
-
-def run_geometry(
-    embedding_path,
-    vocab_path,
-    out_path,
-    *,
-    run: Run,
-    settings: dict,
-    val_offset: int = 1,
-    lineage_hash: str = "",
-) -> pd.DataFrame:
-    """Geometry rows of the round's test clips for every embedding column; see ``geometry.geometry``."""
-    cfg = check_settings("geometry", settings)
-    common = _common(run, lineage_hash)
-    data = load_probe_data(embedding_path, vocab_path, run.fold, val_offset)
-    test = data.positions("test")
-    frames = []
-    for column, emb in data.columns.items():
-        records = geometry(
-            emb[test],
-            data.targets[test],
-            multilabel=data.multilabel,
-            max_clips=cfg["max_clips"],
-            seed=cfg["seed"],
-        )
-        n_used = min(len(test), cfg["max_clips"])
-        frames.append(make_rows(records, **common, layer=layer_of(column), n_train=0, n_test=n_used))
-    return _finish(frames, out_path)
-
-
-# probe name (the rule's {probe} wildcard, a key of config ``probes``) -> its runner
-RUNNERS = {"knn": run_knn, "linear": run_linear, "geometry": run_geometry}
+    rows = pd.concat(frames, ignore_index=True)
+    write_parquet(rows, out_path)
+    return rows
