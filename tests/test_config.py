@@ -136,6 +136,10 @@ def start_up_error(config: dict) -> str:
             "('label_delimeter': did you mean 'label_delimiter'?)",
         ),
         (edited(datasets__mine={"adapter": "csvv"}), "datasets.mine.adapter: unknown dataset adapter 'csvv'"),
+        (
+            edited(methods__supcon__select_on="head"),
+            "methods.supcon.select_on: head needs a classifier head, which loss 'supcon' has not",
+        ),
     ],
 )
 def test_start_up_checks_name_the_key(config, line):

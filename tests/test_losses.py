@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acft.methods import LOSS_PARAMS
+from acft.methods import HEAD_LOSSES, LOSS_PARAMS
 from acft.plan import ConfigError
 from acft.tune.losses import (
     LOSSES,
@@ -356,6 +356,7 @@ def test_resolve_method_reads_the_schema_filled_entry():
 
 def test_loss_table_names_the_parameters_its_losses_take():
     assert set(LOSSES) == set(LOSS_PARAMS) - {"none"}
+    assert set(HEAD_LOSSES) == {name for name, loss in LOSSES.items() if "classifier" in loss.heads}
     for name, loss in LOSSES.items():
         keywords = inspect.signature(loss.compute).parameters
         assert [k for k in keywords if k not in ("outputs", "multi_hot", "multilabel")] == list(

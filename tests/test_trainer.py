@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from acft.data.cache import AudioCache
+from acft.identity import Run
 from acft.models.contract import InputContract
 from acft.results import validate_rows
 from acft.tune import trainer
@@ -146,7 +147,9 @@ def tune(cache_dir, vocab, backbone: dict, method_cfg: dict, cfg: dict, **kwargs
     """``trainer.tune`` with the schema's defaults filled in, as the tune rule passes its sections."""
     kwargs.setdefault("val_offset", 1)
     sections = backbone_config(**backbone), method(**method_cfg), tune_config(**cfg)
-    return trainer.tune(cache_dir, vocab, *sections, **kwargs)
+    names = dict(dataset="demo", backbone="tiny", method=method_cfg["loss"]) | kwargs.pop("names", {})
+    run = Run(**names, fold=kwargs.pop("fold"), seed=kwargs.pop("seed"))
+    return trainer.tune(cache_dir, vocab, *sections, run=run, **kwargs)
 
 
 def augment_config(**overrides) -> AugmentConfig:
@@ -194,10 +197,10 @@ def test_supcon_ce_run_writes_every_output_and_reads_test_clips_only_for_the_hea
 ):
     cache_dir, vocab = kfold_cache
     out = tmp_path / "run"
-    identity = {"dataset": "demo", "backbone": "tiny", "method": "hybrid", "config_hash": "abc"}
+    names = {"dataset": "demo", "backbone": "tiny", "method": "hybrid"}
     meta = tune(
         cache_dir, vocab, {"family": "tiny"}, {"loss": "supcon_ce", "temperature": 0.2}, FAST,
-        fold=2, seed=0, out_dir=out, identity=identity, encoder_factory=tiny_factory,
+        fold=2, seed=0, out_dir=out, names=names, lineage_hash="abc", encoder_factory=tiny_factory,
     )  # fmt: skip
     index = pd.read_parquet(cache_dir / "index.parquet")
     test_clips = set(np.flatnonzero(index["fold"] == 2).tolist())  # fold 2 is the test fold, fold 3 val
@@ -251,6 +254,7 @@ def test_supcon_ce_run_writes_every_output_and_reads_test_clips_only_for_the_hea
     head = rows[rows["probe"] == "head"]
     assert sorted(head["metric"]) == ["accuracy", "macro_f1"] and set(rows["probe"]) == {"head", "tune"}
     assert set(rows["method"]) == {"hybrid"} and set(head["n_test"]) == {24} and set(rows["fold"]) == {2}
+    assert set(rows["config_hash"]) == {"abc"} and set(rows["dataset"]) == {"demo"}
     assert meta["head"]["accuracy"] == pytest.approx(float(head.set_index("metric").at["accuracy", "value"]))
     chosen = rows[rows["probe"] == "tune"].set_index("metric")["value"]
     assert chosen["chosen_lr"] == 1e-2 and chosen["chosen_epoch"] == meta["best_epoch"]
@@ -439,7 +443,7 @@ def test_label_kind_and_config_errors(kfold_cache, multi_cache, tmp_path):
         run(kfold_cache, {"loss": "ce"}, {"clips_per_class": 1})
     with pytest.raises(ValueError, match="match no parameter"):
         run(kfold_cache, {"loss": "ce"}, {**FAST, "freeze": ["nothing."]})
-    with pytest.raises(ValueError, match="no classifier head to select on"):
+    with pytest.raises(ValueError, match="select_on: head needs a classifier head"):
         run(kfold_cache, {"loss": "supcon", "select_on": "head"})
     with pytest.raises(ValueError, match="methods.m.sampler: 'random' is not one of"):
         run(kfold_cache, {"loss": "ce", "sampler": "random"})

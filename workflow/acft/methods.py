@@ -16,6 +16,9 @@ schema). Kept free of torch so planning and the tables can read it.
 from __future__ import annotations
 
 CLASSIFIER_LOSSES = ("ce", "bce")  # vanilla fine-tuning: their auto settings differ from the contrastive ones
+# losses whose model has a classifier head, so select_on: head can score it (acft.tune.losses.LOSSES' heads; a
+# test keeps the two in step)
+HEAD_LOSSES = ("ce", "bce", "supcon_ce")
 TRAINING_KEYS = ("sampler", "select_on", "views")  # a tuned method's training keys (not loss parameters)
 
 # Hyper-parameters each loss takes (acft.tune.losses.LOSSES holds the losses themselves; a test keeps the two in
@@ -55,14 +58,22 @@ def loss_params(method_cfg: dict) -> dict:
 
 def training_settings(method_cfg: dict) -> dict:
     """The method's resolved {"sampler", "select_on", "views"} (values checked by the schema); ``auto`` resolved
-    by its loss. ``select_on: head`` for a loss without a classifier head is refused by the trainer, which
-    knows the heads."""
+    by its loss. Run at workflow start by ``acft.plan.check_config``, and by the trainer.
+
+    Raises:
+        ValueError: ``select_on: head`` for a loss without a classifier head.
+    """
     vanilla = method_cfg["loss"] in CLASSIFIER_LOSSES
     settings = {key: method_cfg[key] for key in TRAINING_KEYS}
     if settings["sampler"] == "auto":
         settings["sampler"] = "shuffle" if vanilla else "balanced"
     if settings["select_on"] == "auto":
         settings["select_on"] = "head" if vanilla else "knn"
+    if settings["select_on"] == "head" and method_cfg["loss"] not in HEAD_LOSSES:
+        raise ValueError(
+            f"select_on: head needs a classifier head, which loss {method_cfg['loss']!r} has not "
+            f"(losses with one: {list(HEAD_LOSSES)}); use select_on: knn"
+        )
     return settings
 
 

@@ -14,7 +14,8 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
 from .identity import Run
-from .methods import LOSS_PARAMS, TRAINING_KEYS
+from .methods import LOSS_PARAMS, TRAINING_KEYS, training_settings
+from .probes import PROBES
 
 
 class ConfigError(ValueError):
@@ -113,8 +114,9 @@ def check_config(config: dict) -> None:
     """Start-up checks the schema cannot express (run after ``validate_config``); errors name the config key.
 
     Every name an experiment uses is defined (``check_references``); every dataset names a known adapter and
-    only options that adapter takes (a misspelt option would otherwise fail inside the manifest job); the
-    main table's ``report.headline_k`` is one of the swept ``probes.knn.k``.
+    only options that adapter takes (a misspelt option would otherwise fail inside the manifest job); every
+    tuned method's training keys fit its loss (``acft.methods.training_settings``); the main table's
+    ``report.headline_k`` is one of the swept ``probes.knn.k``.
     """
     from .data.adapters import check_options, get_adapter
 
@@ -128,6 +130,12 @@ def check_config(config: dict) -> None:
             check_options(entry["adapter"], entry.get("options") or {})
         except ValueError as error:
             raise ConfigError(f"datasets.{name}.options: {error}") from None
+    for name, entry in config["methods"].items():
+        if entry["loss"] != "none":
+            try:
+                training_settings(entry)
+            except ValueError as error:
+                raise ConfigError(f"methods.{name}.{error}") from None
     swept, headline = config["probes"]["knn"]["k"], config["report"]["headline_k"]
     if headline not in swept:
         raise ConfigError(
@@ -159,9 +167,6 @@ def expand_runs(config: dict, fold_lister=dataset_folds) -> list[Run]:
     return sorted(runs)
 
 
-PROBE_SETTINGS = {"knn": "knn", "linear": "linear", "geometry": "geometry"}
-
-
 def lineage(config: dict, run: Run, stage: str) -> dict:
     """The config sub-trees that determine an output of ``stage`` for ``run`` (its inputs' lineage included).
 
@@ -183,8 +188,8 @@ def lineage(config: dict, run: Run, stage: str) -> dict:
     if stage == "head":
         return tree
     tree["embed"] = {k: v for k, v in config["embed"].items() if k != "threads"}
-    if stage in PROBE_SETTINGS:
-        tree["probe"] = config["probes"][PROBE_SETTINGS[stage]]
+    if stage in PROBES:
+        tree["probe"] = config["probes"][stage]
         tree["val_offset"] = dataset.get("val_offset", 1)
     elif stage != "embed":
         raise ValueError(f"unknown stage {stage!r}")

@@ -5,13 +5,13 @@ import _bootstrap  # noqa: F401  (puts the acft package on sys.path)
 from pathlib import Path
 
 from acft import provenance
+from acft.identity import Run
 from acft.io import write_parquet
 from acft.results import make_rows
 from acft.runlog import log_to
 from acft.tune.trainer import tune
 
 log_to(snakemake.log[0], threads=snakemake.threads)
-w = snakemake.wildcards
 tune_cfg = dict(snakemake.params.tune, threads=snakemake.threads)
 out_dir = Path(snakemake.output.model).parent
 with provenance.track(snakemake.output, dict(snakemake.params.items()), rule="tune") as facts:
@@ -21,16 +21,10 @@ with provenance.track(snakemake.output, dict(snakemake.params.items()), rule="tu
         snakemake.params.backbone,
         snakemake.params.method,
         tune_cfg,
-        fold=int(w.fold),
-        seed=int(w.seed),
+        run=Run.from_wildcards(snakemake.wildcards),
         out_dir=out_dir,
         val_offset=snakemake.params.val_offset,
-        identity={
-            "dataset": w.dataset,
-            "backbone": w.backbone,
-            "method": w.method,
-            "config_hash": snakemake.params.lineage_hash,  # the rows' lineage hash
-        },
+        lineage_hash=snakemake.params.lineage_hash,  # the rows' config_hash
     )
     facts["chosen_lr"], facts["chosen_epoch"] = meta.get("chosen_lr"), meta.get("best_epoch")
     # tune() always writes the run's rows (probe "tune", plus "head" with a classifier); kept as a safeguard

@@ -186,8 +186,6 @@ def preprocess(
     out_dir = Path(out_dir)
     if out_dir.name != f"sr{sample_rate}":
         raise ValueError(f"cache directory {out_dir} must be named sr{sample_rate}")
-    if crop not in CROP_MODES:
-        raise ValueError(f"preprocess.crop must be one of {CROP_MODES}, got {crop!r}")
     manifest = read_manifest(manifest_path)
     target = None if length_s is None else int(round(length_s * sample_rate))
     frames, rates, resampled, lengths = _planned_lengths(manifest, sample_rate, target, pad)

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from ..data.cache import INDEX, AudioCache
 from ..data.splits import roles_for_fold
 from ..device import autocast, embed_cache_clips, select_device
+from ..identity import Run
 from ..io import atomic_dir, write_csv, write_json, write_parquet
 from ..labels import encode_multi_hot, encode_single, is_multilabel, read_vocab
 from ..methods import training_settings
@@ -124,12 +125,9 @@ class Method(NamedTuple):
 
 
 def resolve(method_cfg: dict) -> Method:
-    """The method's loss and training settings; refuses head selection for a loss without a classifier."""
+    """The method's loss and training settings (``acft.methods.training_settings``)."""
     name, loss, params = resolve_method(method_cfg)
-    training = training_settings(method_cfg)
-    if training["select_on"] == "head" and "classifier" not in loss.heads:
-        raise ValueError(f"method loss {name!r} has no classifier head to select on; use select_on: knn")
-    return Method(name, loss, params, training)
+    return Method(name, loss, params, training_settings(method_cfg))
 
 
 class ProjectionHead(nn.Module):
@@ -573,12 +571,11 @@ def tune(
     method_cfg: dict,
     tune_cfg: dict | TuneConfig,
     *,
-    fold: int,
-    seed: int,
+    run: Run,
     out_dir,
     val_offset: int,
+    lineage_hash: str = "",
     device: str = "auto",
-    identity: dict | None = None,
     encoder_factory: Callable[[dict], nn.Module] | None = None,
 ) -> dict:
     """Tune one backbone with one method on one fold's train role, selecting lr and epoch on its val role.
@@ -589,11 +586,12 @@ def tune(
         cache_dir, vocab_path: the audio cache (``.../sr<rate>``, at the encoder's rate) and label vocabulary.
         backbone_cfg, method_cfg, tune_cfg: config sections with every key filled: a ``backbones`` entry (its
             ``freeze`` prefixes frozen), ``acft.plan.method_config``'s method, ``tune`` (or a ``TuneConfig``).
-        fold, seed, val_offset: evaluation round (its test role never reaches training), tuning seed (equal CPU
-            runs give bit-identical weights), k-fold val fold offset (``acft.data.splits``).
+        run: the grid cell: its ``fold`` is the evaluation round (its test role never reaches training), its
+            ``seed`` the tuning seed (equal CPU runs give bit-identical weights); it names the result rows.
+        val_offset: k-fold val fold offset (``acft.data.splits``).
         out_dir: run directory. device: "auto" (CUDA if present), "cpu" or "cuda[:i]".
-        identity: result-row identity {"dataset", "backbone", "method", "config_hash"}; missing keys: the
-            cache's dataset directory, the backbone family, the loss name and the run fingerprint.
+        lineage_hash: the rows' ``config_hash`` (``acft.plan.lineage``; default: the run's fingerprint, the hash
+            of everything this function reads, which also keys resuming).
         encoder_factory: builds the encoder from ``backbone_cfg`` (default ``acft.models.build_encoder``).
 
     Returns:
@@ -603,6 +601,7 @@ def tune(
     method = resolve(method_cfg)
     encoder_factory = encoder_factory or _build_encoder
     out_dir, run_device = Path(out_dir), select_device(device)
+    fold, seed = run.fold, run.seed
     with _pinned_torch(cfg.threads, deterministic=run_device.type == "cpu"):
         # ---- data: this fold's train and val roles; the test role stays on disk until the head evaluation ----
         data = _load_data(cache_dir, vocab_path, fold, val_offset)
@@ -611,8 +610,8 @@ def tune(
             {"backbone": backbone_cfg, "method": method_cfg, "tune": cfg.to_dict(), "fold": fold, "seed": seed,
              "val_offset": val_offset, "cache_index": file_sha256(Path(cache_dir) / INDEX), "vocab": data.vocab}
         )  # fmt: skip
-        identity = {"dataset": Path(cache_dir).parent.name, "backbone": backbone_cfg["family"],
-                    "method": method.name, "config_hash": fingerprint, **(identity or {})}  # fmt: skip
+        identity = {"dataset": run.dataset, "backbone": run.backbone, "method": run.method,
+                    "config_hash": lineage_hash or fingerprint}  # fmt: skip
 
         # ---- model: a fresh pretrained encoder plus the loss's heads, rebuilt for every lr candidate ----
         build_model = functools.partial(
