@@ -111,6 +111,13 @@ rule plot_projection:
         runtime=15,
     params:
         names=lambda w: list(projection_embeddings(w.dataset)),
+        # config order, only the dataset's own methods: a method added elsewhere does not rerun this plot
+        method_order=lambda w: [
+            m
+            for m in config["methods"]
+            if any(r.dataset == w.dataset and r.method == m for r in RUNS)
+        ],
+        frozen=frozen_methods(),
         fold=lambda w: min(run.fold for run in RUNS if run.dataset == w.dataset),
         seed=config["seed"],
     script:

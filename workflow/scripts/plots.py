@@ -18,7 +18,13 @@ with provenance.track(out, dict(snakemake.params.items()), rule=snakemake.rule):
     elif snakemake.rule == "plot_projection":
         embeddings = dict(zip(snakemake.params.names, snakemake.input.embeddings, strict=True))
         plots.plot_embedding_projection(
-            embeddings, snakemake.input.vocab, out, fold=snakemake.params.fold, seed=snakemake.params.seed
+            embeddings,
+            snakemake.input.vocab,
+            out,
+            method_order=snakemake.params.method_order,
+            frozen=snakemake.params.frozen,
+            fold=snakemake.params.fold,
+            seed=snakemake.params.seed,
         )
     else:
         plots.plot_training_curves(dict(zip(snakemake.params.names, snakemake.input.logs, strict=True)), out)
