@@ -9,3 +9,12 @@ for script in knn linear extract preprocess knn_memory rerun demo; do
     "$PY" "bench/bench_${script}.py"
 done
 "$PY" bench/report.py
+# The GPU check (bench/README.md, "GPU check") runs at full size only where CUDA is; on a CPU its reduced size
+# is a smoke test of the same code paths (seconds), written outside bench/results.
+echo "== gpu_check.py"
+if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    "$PY" bench/gpu_check.py
+else
+    echo "no CUDA here: the full-size GPU check needs a GPU; running --size reduced as a smoke test only"
+    "$PY" bench/gpu_check.py --size reduced --out "${TMPDIR:-/tmp}/gpu_check_reduced.json"
+fi
