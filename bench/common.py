@@ -19,7 +19,8 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
+# BENCH_RESULTS_DIR redirects write_result (e.g. tests/test_bench_smoke.py writes into a temp dir)
+RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR") or BENCH_DIR / "results")
 FSDD = REPO.parent / "shared" / "data" / "fsdd"
 
 sys.path.insert(0, str(REPO / "workflow"))  # the acft package, as the workflow's scripts import it
@@ -35,16 +36,32 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# /proc/cpuinfo flag -> the name the bench tables use: what decides which float32 / bfloat16 kernels run
+ISA_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX-512-BF16", "avx512f": "AVX-512", "avx2": "AVX2"}
+
+
+def isa_flags() -> list[str]:
+    """The CPU's vector ISA extensions among ``ISA_FLAGS``, widest first."""
+    path = Path("/proc/cpuinfo")
+    flags = set()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return [name for flag, name in ISA_FLAGS.items() if flag in flags]
+
+
 def machine() -> dict:
     """What the numbers were measured on."""
     import torch
 
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     return {
         "cpu": cpu_model(),
+        "isa": isa_flags(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "amx_bf16": " amx_bf16" in flags,
+        "amx_bf16": "AMX-BF16" in isa_flags(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "git_commit": _git_commit(),
@@ -115,9 +132,9 @@ def describe(label: str, times: list[float], unit: str = "s", per: float | None 
 
 def write_result(name: str, record: dict) -> Path:
     """Write bench/results/<name>.json with the machine attached; returns the path."""
-    RESULTS_DIR.mkdir(exist_ok=True)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     record = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), **record}
     path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path.relative_to(REPO)}")
+    print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     return path

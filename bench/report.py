@@ -153,6 +153,32 @@ def rows_demo(r: dict) -> list[list[str]]:
     ]
 
 
+def rows_cache_dtype(r: dict) -> list[list[str]]:
+    rows = []
+    for dtype, d in r["dtypes"].items():
+        if dtype == "float32":
+            continue
+        rows.append(
+            [
+                f"audio cache as {dtype}, FSDD {r['clips']} clips, frozen {r['backbone']}",
+                f"{d['bytes'] / 2**20:.1f} MiB; embedding cosine ≥ {d['min_cosine']:.6f}, "
+                f"relative L2 ≤ {d['max_relative_l2']:.2e}; LOO kNN@5 predictions {100 * d['loo_knn5_prediction_agreement']:.2f} % equal",
+                f"{r['dtypes']['float32']['bytes'] / 2**20:.1f} MiB (float32)",
+                f"{d['bytes_vs_float32']:.2f}× disk",
+                "half the disk, embeddings within 1e-2 relative",
+                met(d["bytes_vs_float32"] <= 0.5 and d["max_relative_l2"] <= 1e-2),
+            ]
+        )
+    return rows
+
+
+def machine_name(record: dict) -> str:
+    """The CPU and its vector ISA (records from before the ISA list name AMX alone)."""
+    machine = record["machine"]
+    isa = machine.get("isa") or (["AMX-BF16"] if machine.get("amx_bf16") else ["no AMX"])
+    return f"{machine.get('cpu', 'unknown CPU')} ({', '.join(isa)})"
+
+
 RENDERERS = {
     "knn": rows_knn,
     "linear": rows_linear,
@@ -161,6 +187,7 @@ RENDERERS = {
     "knn_memory": rows_knn_memory,
     "rerun": rows_rerun,
     "demo": rows_demo,
+    "cache_dtype": rows_cache_dtype,
 }
 
 
@@ -174,7 +201,9 @@ def table() -> str:
             lines.append(f"| {name}: not run yet (`bench/bench_{name}.py`) | | | | | |")
             continue
         record = json.loads(path.read_text())
-        runs.add(f"{name}: {record['date']}, commit {record['machine']['git_commit']}")
+        runs.add(
+            f"{name}: {record['date']}, commit {record['machine']['git_commit']}, {machine_name(record)}"
+        )
         lines += ["| " + " | ".join(row) + " |" for row in render(record)]
     return "\n".join(lines) + "\n\nMeasured: " + "; ".join(sorted(runs)) + "."
 

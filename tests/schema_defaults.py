@@ -44,7 +44,7 @@ def preprocess_settings(**overrides) -> dict:
     """``acft.data.preprocess.preprocess``'s config arguments: the ``preprocess`` section (less on_bad_audio, which
     the rule applies) and the top-level ``seed``."""
     config = filled({"preprocess": {k: v for k, v in overrides.items() if k != "seed"}})
-    settings = {key: config["preprocess"][key] for key in ("length_s", "crop", "pad")}
+    settings = {key: config["preprocess"][key] for key in ("length_s", "crop", "pad", "dtype")}
     return {**settings, "seed": overrides.get("seed", config["seed"])}
 
 

@@ -383,3 +383,35 @@ def test_a_full_disk_is_an_error_and_leaves_no_temp_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         preprocess(manifest, tmp_path / "sr16000", sample_rate=16000, **preprocess_settings())
     assert not any((tmp_path / "sr16000").iterdir())
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int16"])
+def test_half_size_caches_read_back_within_their_quantisation_step(tmp_path, dtype):
+    """float16 / int16 caches take half the bytes and read back as float32 within half a quantisation step of
+    the float32 cache: 2^-11 of the value (float16: 11 significant bits, round to nearest; 2^-25 absolute in
+    its subnormal range) or 0.5 / 32768 (int16). A sample beyond full scale is clipped (int16), and counted."""
+    rate = 16000
+    quiet = sine(300.0, rate, 0.5, amplitude=1e-3)
+    loud = sine(200.0, rate, 0.5, amplitude=1.2)  # 16-bit PCM cannot hold its peaks
+    manifest = write_manifest(tmp_path, [("quiet", quiet, rate), ("loud", loud, rate)])
+    preprocess(manifest, tmp_path / "f32" / "sr16000", sample_rate=rate, **preprocess_settings())
+    preprocess(manifest, tmp_path / dtype / "sr16000", sample_rate=rate, **preprocess_settings(dtype=dtype))
+    exact, half = AudioCache(tmp_path / "f32" / "sr16000"), AudioCache(tmp_path / dtype / "sr16000")
+    full, small = (c.directory / "waveforms.npy" for c in (exact, half))
+    assert half.samples.dtype == np.dtype(dtype)
+    assert full.stat().st_size - 128 == 2 * (small.stat().st_size - 128)  # .npy header: 128 bytes
+    stats = json.loads((half.directory / "stats.json").read_text())
+    assert stats["dtype"] == dtype and stats["bytes"] == small.stat().st_size - 128
+    for i in range(len(exact)):
+        x, y = np.asarray(exact.waveform(i)), half.waveform(i)
+        assert y.dtype == np.float32 and len(x) == len(y)
+        if dtype == "float16":
+            bound = np.maximum(np.abs(x) * 2.0**-11, 2.0**-25)
+        else:
+            bound = np.full_like(x, 0.5 / 32768)
+            x = np.clip(x, -1.0, 32767 / 32768)
+        assert np.all(np.abs(y - x) <= bound * (1 + 1e-6))
+    if dtype == "int16":
+        pcm = np.round(np.asarray(exact.waveform(1), dtype=np.float64) * 32768)
+        beyond = np.count_nonzero((pcm > 32767) | (pcm < -32768))
+        assert beyond > 0 and stats["int16_clipped_samples"] == beyond

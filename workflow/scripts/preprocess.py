@@ -19,5 +19,6 @@ with provenance.track(snakemake.output, dict(snakemake.params.items()), rule="pr
         crop=settings["crop"],
         pad=settings["pad"],
         seed=snakemake.params.seed,
+        dtype=settings["dtype"],
     )
     facts["clips"] = len(index)

@@ -26,7 +26,7 @@ import torchaudio
 from tqdm import tqdm
 
 from ..io import atomic_path, write_json, write_parquet
-from .cache import INDEX, WAVEFORMS
+from .cache import INDEX, STORAGE, WAVEFORMS, encode_samples
 from .manifest import QUANTILES, BadAudioError, read_manifest
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ def preprocess(
     crop: str,
     pad: bool,
     seed: int,
+    dtype: str,
 ) -> pd.DataFrame:
     """Write ``waveforms.npy``, ``index.parquet`` and ``stats.json`` into ``out_dir`` (named ``sr{rate}``).
 
@@ -175,7 +176,9 @@ def preprocess(
         crop: how a longer clip is cut: "center", "random" (seeded per clip) or "start".
         pad: zero-pad clips shorter than ``length_s``.
         seed: seed of random crops.
-        (length_s, crop and pad are the config's ``preprocess`` keys, seed its ``seed``: the schema's defaults.)
+        dtype: how samples are stored: float32, float16 or int16 (``cache.STORAGE``); int16 clips samples
+            beyond full scale, counted in stats.json (``int16_clipped_samples``) and logged.
+        (length_s, crop, pad and dtype are the config's ``preprocess`` keys, seed its ``seed``: the schema's defaults.)
 
     Returns:
         The cache index (clip_id, offset, length and the manifest's other columns).
@@ -190,9 +193,11 @@ def preprocess(
     target = None if length_s is None else int(round(length_s * sample_rate))
     frames, rates, resampled, lengths = _planned_lengths(manifest, sample_rate, target, pad)
     clips = zip(manifest["clip_id"], manifest["path"], frames, rates, lengths, strict=True)
-    _write_waveforms(out_dir / WAVEFORMS, clips, int(lengths.sum()), len(manifest), sample_rate,
-                     lambda samples, rate, rng: fit_length(samples, target, crop, pad, rng),
-                     seed if crop == "random" else None)  # fmt: skip
+    clipped = _write_waveforms(out_dir / WAVEFORMS, clips, int(lengths.sum()), len(manifest), sample_rate,
+                               lambda samples, rate, rng: fit_length(samples, target, crop, pad, rng),
+                               seed if crop == "random" else None, dtype)  # fmt: skip
+    if clipped:
+        log.warning("%d samples beyond full scale were clipped to store them as int16", clipped)
     cropped = int(sum(n > length for n, length in zip(resampled, lengths, strict=True)))
     padded = int(sum(n < length for n, length in zip(resampled, lengths, strict=True)))
 
@@ -214,6 +219,9 @@ def preprocess(
             "length_s": length_s,
             "cropped": cropped,
             "padded": padded,
+            "dtype": dtype,
+            **({"int16_clipped_samples": clipped} if dtype == "int16" else {}),
+            "bytes": int(lengths.sum()) * np.dtype(STORAGE[dtype][0]).itemsize,
             "duration_s_quantiles": {str(q): round(float(np.quantile(seconds, q)), 4) for q in QUANTILES},
             "total_duration_s": round(float(seconds.sum()), 3),
         },
@@ -231,8 +239,11 @@ def _planned_lengths(manifest: pd.DataFrame, sample_rate: int, target: int | Non
     return frames, rates, resampled, lengths
 
 
-def _write_waveforms(path: Path, clips, total: int, n_clips: int, sample_rate: int, fit, seed: int | None):
-    """Decode, resample and fit every clip, appending it to one float32 ``.npy`` of ``total`` samples.
+def _write_waveforms(
+    path: Path, clips, total: int, n_clips: int, sample_rate: int, fit, seed: int | None, dtype: str
+) -> int:
+    """Decode, resample and fit every clip, appending it to one ``.npy`` of ``total`` samples of ``dtype``;
+    returns the count of samples clipped to fit the dtype.
 
     Args:
         clips: (clip_id, path, frames, source rate, cached length) per clip, in index order.
@@ -241,7 +252,8 @@ def _write_waveforms(path: Path, clips, total: int, n_clips: int, sample_rate: i
     resample = Resampler(sample_rate)
     # Written front to back, not through a memory map: on a full disk a write raises ENOSPC (and atomic_path
     # removes the temp file), where a store into a memory-mapped sparse file kills the job with SIGBUS.
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(STORAGE[dtype][0])), "fortran_order": False}
+    clipped = 0
     with atomic_path(path, suffix=".npy.tmp") as tmp, open(tmp, "wb") as file:
         np.lib.format.write_array_header_1_0(file, header | {"shape": (total,)})
         for clip_id, source, n, rate, length in tqdm(
@@ -251,4 +263,7 @@ def _write_waveforms(path: Path, clips, total: int, n_clips: int, sample_rate: i
             samples = fit(resample(read_mono(source, n, rate), rate), rate, rng)
             if len(samples) != length:  # every later offset in the index would be off
                 raise RuntimeError(f"{source}: {len(samples)} samples where the index expects {length}")
-            file.write(np.ascontiguousarray(samples, dtype=np.float32))
+            stored, n_clipped = encode_samples(samples, dtype)
+            clipped += n_clipped
+            file.write(np.ascontiguousarray(stored))
+    return clipped
