@@ -490,14 +490,10 @@ def project_encoder_phase(name: str, model: nn.Module, size: dict, device: torch
 
 def make_embeddings(n_train, n_query, dim, n_classes, noise, seed=0, **_):
     """bench_knn.py's generator: class centres plus a shared offset plus noise (mostly positive cosines)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n_classes, dim)) + rng.standard_normal(dim)
+    sys.path.insert(0, str(BENCH_DIR))
+    from bench_knn import make_data
 
-    def draw(n):
-        labels = rng.integers(0, n_classes, n)
-        return (centres[labels] + noise * rng.standard_normal((n, dim))).astype(np.float32), labels
-
-    return (*draw(n_train), *draw(n_query))
+    return make_data(n_train, n_query, dim=dim, n_classes=n_classes, noise=noise, seed=seed)
 
 
 def timed(fn):

@@ -25,14 +25,11 @@ CUDA = torch.cuda.is_available()
 
 
 def _embeddings(n_train=3000, n_query=500, dim=64, n_classes=10, noise=3.0, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n_classes, dim)) + rng.standard_normal(dim)
+    """bench_knn.py's generator (class centres plus a shared offset plus noise)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_knn import make_data
 
-    def draw(n):
-        labels = rng.integers(0, n_classes, n)
-        return (centres[labels] + noise * rng.standard_normal((n, dim))).astype(np.float32), labels
-
-    return (*draw(n_train), *draw(n_query))
+    return make_data(n_train, n_query, dim=dim, n_classes=n_classes, noise=noise, seed=seed)
 
 
 @pytest.mark.gpu

@@ -113,30 +113,10 @@ def _metric_vs_k_figure(dataset: str, rows: pd.DataFrame) -> Figure:
     return figure
 
 
-def plot_embedding_projection(
-    embedding_files: dict[str, str],
-    vocab_path,
-    out_path,
-    *,
-    method_order: Sequence[str] | None = None,
-    frozen: Sequence[str] = ("frozen",),
-    fold: int = 0,
-    seed: int = 0,
-    max_points: int = 2000,
-    max_tsne_points: int = 1500,
-) -> Path:
-    """Write :func:`embedding_projection_figure` to ``out_path`` (PNG, atomically) and return the path."""
-    figure = embedding_projection_figure(
-        embedding_files,
-        vocab_path,
-        method_order=method_order,
-        frozen=frozen,
-        fold=fold,
-        seed=seed,
-        max_points=max_points,
-        max_tsne_points=max_tsne_points,
-    )
-    return _save(figure, Path(out_path))
+def plot_embedding_projection(embedding_files: dict[str, str], vocab_path, out_path, **options) -> Path:
+    """Write :func:`embedding_projection_figure` (``options``: its keyword arguments) to ``out_path`` (PNG,
+    atomically) and return the path."""
+    return _save(embedding_projection_figure(embedding_files, vocab_path, **options), Path(out_path))
 
 
 def embedding_projection_figure(
