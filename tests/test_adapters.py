@@ -56,8 +56,8 @@ def test_registry_lists_every_adapter_the_schema_names():
     for name in ADAPTERS:
         assert name in schema_text, f"adapter {name} is not documented in the config schema"
     assert set(ADAPTERS) == {
-        "demo_instruments", "demo_mixtures", "esc50", "us8k", "speech_commands", "gtzan", "nsynth", "fsd50k",
-        "vocalsound", "fsdd", "folder", "csv",
+        "demo_notes", "demo_chords", "demo_instruments", "demo_mixtures", "esc50", "us8k", "speech_commands",
+        "gtzan", "nsynth", "fsd50k", "vocalsound", "fsdd", "folder", "csv",
     }  # fmt: skip
     for name, adapter in ADAPTERS.items():
         assert all(isinstance(text, str) and text for text in adapter.options.values()), name

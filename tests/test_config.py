@@ -68,8 +68,8 @@ def edited(**changes):
         (edited(report__headline_k=7), ["report.headline_k", "probes.knn.k"]),
         (edited(datasets__mine=MISSPELT_CSV), ["datasets.mine.options", "label_delimeter"]),
         (  # the demo renderer's options are checked at start too
-            edited(datasets__instruments__options__max_notes_per_zon=4),
-            ["datasets.instruments.options", "max_notes_per_zon", "max_notes_per_zone"],
+            edited(datasets__pitch__options__notes_per_uni=12),
+            ["datasets.pitch.options", "notes_per_uni", "notes_per_unit"],
         ),
     ],
 )

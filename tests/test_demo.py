@@ -13,7 +13,14 @@ import tinysoundfont
 import torch
 from scipy.signal import resample_poly
 
-from acft.data.demo import PROGRAM_KEYS, playable_keys, render_instruments, render_mixtures
+from acft.data.demo import (
+    PROGRAM_KEYS,
+    playable_keys,
+    render_chords,
+    render_instruments,
+    render_mixtures,
+    render_notes,
+)
 from acft.data.manifest import validate_manifest
 
 from sf2_reference import ReferenceSoundFont, connected_zones
@@ -27,6 +34,14 @@ INSTRUMENT_OPTIONS = {"programs": INSTRUMENT_PROGRAMS, "max_notes_per_zone": 2}
 # four families that split three ways; family 1 (8, 9) has too few programs; 51 and 89 share one sample map
 MIXTURE_PROGRAMS = [*range(0, 8), *range(16, 32), *range(40, 48), 8, 9, 51, 89]
 MIXTURE_OPTIONS = {"programs": MIXTURE_PROGRAMS, "n_train": 12, "n_val": 4, "n_test": 6}
+# held-out instruments: units {0,1,2,3} (two sample maps sharing a sample), {17,18}, {20..23}, {29,30}, {40,41}
+# join programs; 38 (bass) and 87 (synth lead) share a sample, so that unit spans two families and trains;
+# family 11 has one unit (88 and 92 play one sample map), too few to hold out
+HELD_OUT_PROGRAMS = [*range(0, 8), *range(16, 32), *range(40, 48), 38, 87, 88, 92]
+HELD_OUT_FAMILIES = [0, 2, 3, 4, 5, 10, 11]
+NOTE_OPTIONS = {"programs": HELD_OUT_PROGRAMS, "families": HELD_OUT_FAMILIES, "notes_per_unit": 6}
+CHORD_OPTIONS = {"programs": HELD_OUT_PROGRAMS, "families": HELD_OUT_FAMILIES, "n_train": 12, "n_val": 4}
+CHORD_OPTIONS |= {"n_test": 6}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +57,16 @@ def instruments(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mixtures(tmp_path_factory):
     return render_mixtures(tmp_path_factory.mktemp("mixtures"), MIXTURE_OPTIONS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def notes(tmp_path_factory):
+    return render_notes(tmp_path_factory.mktemp("notes"), NOTE_OPTIONS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def chords(tmp_path_factory):
+    return render_chords(tmp_path_factory.mktemp("chords"), CHORD_OPTIONS, seed=0)
 
 
 def read(path) -> np.ndarray:
@@ -224,7 +249,128 @@ def test_mixture_labels_are_the_families_heard(mixtures):
         np.testing.assert_allclose(contribution / contribution.mean(), 1.0, rtol=0.05)
 
 
-@pytest.mark.parametrize("task", ["instruments", "mixtures"])
+def clip_samples(reference, program, keys) -> frozenset[int]:
+    return frozenset().union(*(reference.samples(program, key) for key in keys))
+
+
+def assert_held_out_split(manifest, reference, keys_of):
+    """No val/test clip of a class is rendered from an instrument or a sample that a training clip of that class
+    uses; here even across classes: the roles' sample sets are disjoint, and no val/test program plays a sample
+    that any training program plays on a key of the task's range."""
+    samples = [clip_samples(reference, row.program, keys_of(row)) for row in manifest.itertuples()]
+    assert [",".join(map(str, sorted(s))) for s in samples] == manifest["samples"].tolist()
+    manifest = manifest.assign(sample_set=samples)
+    heard = {role: manifest.loc[manifest["split"] == role] for role in ("train", "val", "test")}
+    assert all(len(rows) for rows in heard.values())
+    for label in {label for labels in manifest["labels"] for label in labels}:
+        per_role = {
+            role: set().union(
+                *rows.loc[rows["labels"].map(lambda ls, label=label: label in ls), "sample_set"]
+            )
+            for role, rows in heard.items()
+        }
+        assert not per_role["train"] & (per_role["val"] | per_role["test"]), label
+        assert not per_role["val"] & per_role["test"], label
+    sets = {role: set().union(*rows["sample_set"]) for role, rows in heard.items()}
+    assert (
+        not sets["train"] & sets["val"]
+        and not sets["train"] & sets["test"]
+        and not sets["val"] & sets["test"]
+    )
+    # whole instruments: every sample a held-out program can sound in the key range is unheard in training
+    keys = range(48, 84)
+    programs = {role: set(rows["program"]) for role, rows in heard.items()}
+    train_samples = set().union(*(clip_samples(reference, p, keys) for p in programs["train"]))
+    for program in programs["val"] | programs["test"]:
+        assert not clip_samples(reference, program, keys) & train_samples, program
+    assert not programs["train"] & (programs["val"] | programs["test"])
+
+
+def test_notes_are_byte_identical_across_runs(notes, tmp_path):
+    again = render_notes(tmp_path, NOTE_OPTIONS, seed=0)
+    assert again.drop(columns="path").equals(notes.drop(columns="path"))
+    assert again.attrs["render_stats"] == notes.attrs["render_stats"]
+    for first, second in zip(notes["path"], again["path"], strict=True):
+        assert open(first, "rb").read() == open(second, "rb").read()
+
+
+def test_chords_are_byte_identical_across_runs(chords, tmp_path):
+    again = render_chords(tmp_path, CHORD_OPTIONS, seed=0)
+    assert again.drop(columns="path").equals(chords.drop(columns="path"))
+    assert again.attrs["render_stats"] == chords.attrs["render_stats"]
+    for first, second in zip(chords["path"], again["path"], strict=True):
+        assert open(first, "rb").read() == open(second, "rb").read()
+
+
+def test_note_split_holds_out_whole_instruments(notes, reference):
+    assert_held_out_split(notes, reference, lambda row: [row.key])
+    stats = notes.attrs["render_stats"]
+    assert stats["units_spanning_families"] == [[38, 87]]
+    assert stats["families_train_only"] == ["f11_synth_pad"]  # 4 and 10 have no single-family unit
+    partition = stats["partition"]
+    assert [38, 87] in partition["train"] and [88, 92] in partition["train"]
+    # programs sharing a sample move together: each unit lies in one role
+    units = notes.groupby("unit")["split"].nunique()
+    assert (units == 1).all() and {0, 17, 20, 29, 40} <= set(units.index) | {
+        u for members in partition["val"] + partition["test"] for u in members
+    }
+    for role in ("val", "test"):
+        assert {f"f{f:02d}" for f in (0, 2, 3, 5)} == {
+            label[:3] for label in notes.loc[notes["split"] == role, "family"]
+        }
+
+
+def test_note_labels_and_manifest(notes, tmp_path):
+    validate_manifest(notes)
+    assert notes["clip_id"].is_unique and (notes["duration_s"] == 1.0).all()
+    assert all(
+        labels == [f"pc{key % 12:02d}_{'C Cs D Ds E F Fs G Gs A As B'.split()[key % 12]}"]
+        for labels, key in zip(notes["labels"], notes["key"], strict=True)
+    )
+    assert notes["key"].between(48, 83).all()
+    # pitch classes are cycled per unit: 6 notes per unit give 6 distinct pitch classes
+    assert (notes.groupby("unit")["key"].apply(lambda keys: (keys % 12).nunique()) == 6).all()
+    for label, expected in (
+        ("octave", lambda p, k: f"oct{k // 12 - 1}"),
+        ("family", lambda p, k: f"f{p // 8:02d}_"),
+    ):
+        other = render_notes(tmp_path / label, NOTE_OPTIONS | {"label": label}, seed=0)
+        assert other[["program", "key", "split"]].equals(notes[["program", "key", "split"]])
+        assert all(
+            labels[0].startswith(expected(p, k))
+            for labels, p, k in zip(other["labels"], other["program"], other["key"], strict=True)
+        )
+    seeds = [
+        render_notes(tmp_path / f"s{s}", NOTE_OPTIONS, seed=s).attrs["render_stats"]["partition"]
+        for s in (1, 2)
+    ]
+    assert any(partition != notes.attrs["render_stats"]["partition"] for partition in seeds)
+
+
+def test_chord_split_holds_out_whole_instruments(chords, reference):
+    assert_held_out_split(chords, reference, lambda row: row.keys)
+
+
+def test_chord_labels_are_the_pitch_classes_heard(chords):
+    validate_manifest(chords)
+    assert chords.attrs["render_stats"]["clips_per_split"] == {"train": 12, "val": 4, "test": 6}
+    for row in chords.itertuples():
+        classes = [key % 12 for key in row.keys]
+        assert 2 <= len(row.keys) <= 3 and len(set(classes)) == len(classes) and row.keys == sorted(row.keys)
+        assert [int(label[2:4]) for label in row.labels] == sorted(classes) and row.labels == sorted(
+            row.labels
+        )
+        mixture = read(row.path)
+        notes = [reference_note(row.program, key) for key in row.keys]
+        basis = np.stack([resample_poly(note, 1, 2) for note in notes], axis=1)
+        weights, *_ = np.linalg.lstsq(basis, mixture, rcond=None)
+        residual = mixture - basis @ weights
+        assert np.sqrt(np.mean(residual**2)) < 0.01 * np.sqrt(np.mean(mixture**2)), row.clip_id
+        contribution = np.abs(weights) * np.sqrt(np.mean(basis**2, axis=0))
+        np.testing.assert_allclose(contribution / contribution.mean(), 1.0, rtol=0.05)
+
+
+@pytest.mark.parametrize("task", ["instruments", "mixtures", "notes", "chords"])
 def test_loud_enough_and_never_clipped(task, request):
     manifest = request.getfixturevalue(task)
     levels = np.array([dbfs(read(path)) for path in manifest["path"]])

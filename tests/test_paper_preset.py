@@ -1,4 +1,5 @@
-"""The paper preset plans its whole job graph against fixture datasets in the official layouts."""
+"""The presets plan their whole job graphs: the paper preset against fixture datasets in the official layouts,
+the instruments preset (the earlier demo task) on its own."""
 
 import pytest
 import yaml
@@ -62,3 +63,16 @@ def test_paper_grid_dry_run_lists_the_whole_job_graph(paper_workdir):
     assert jobs["embed_tuned"] == tune
     assert jobs["probe"] == 3 * evaluations  # knn, linear and geometry of every evaluation
     assert jobs["tables"] == 7
+
+
+def test_instruments_preset_dry_run_lists_its_job_graph(tmp_path):
+    preset_path = REPO / "workflow" / "presets" / "instruments.yaml"
+    preset = yaml.safe_load(preset_path.read_text())
+    assert preset["datasets"]["instruments"]["adapter"] == "demo_instruments"
+    jobs = planned_jobs(tmp_path, "--configfile", str(preset_path), snakefile=REPO / "Snakefile")
+    (experiment,) = preset["experiments"]
+    assert experiment["datasets"] == ["instruments"]
+    tune = len([m for m in experiment["methods"] if m != "frozen"]) * len(experiment["seeds"])
+    assert jobs["manifest"] == jobs["preprocess"] == jobs["embed_frozen"] == jobs["tables"] == 1
+    assert jobs["tune"] == jobs["embed_tuned"] == tune == 6
+    assert jobs["probe"] == 3 * (1 + tune)  # knn, linear and geometry of every evaluation

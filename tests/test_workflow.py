@@ -33,7 +33,7 @@ def test_dry_run_of_the_demo_lists_preprocessing_of_both_tasks(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout + result.stderr
-    for dataset in ("instruments", "mixtures"):
+    for dataset in ("pitch", "chords"):
         assert f"results/data/{dataset}/sr16000/waveforms.npy" in text
 
 

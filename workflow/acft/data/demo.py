@@ -1,6 +1,6 @@
 """The embedded demo datasets, rendered offline from the General-MIDI SoundFont bundled with pretty_midi.
 
-Two tasks, both deterministic given (seed, options): same inputs give byte-identical WAV files and manifests.
+Four tasks, all deterministic given (seed, options): same inputs give byte-identical WAV files and manifests.
 
 - ``render_instruments`` (single-label): instrument identity. Programs whose key -> sample maps are identical are
   merged into one class. Each class is split by *sample zone*: keys whose samples are connected through sharing
@@ -10,6 +10,13 @@ Two tasks, both deterministic given (seed, options): same inputs give byte-ident
   Each family's programs are partitioned into train/val/test, so no test program is heard in training; programs
   with identical sample maps move together, and a sample map shared across families (one sound, two family
   labels) is left out.
+- ``render_notes`` (single-label): a musical attribute of single notes (pitch class, octave, or GM family) across
+  instruments held out from training, so the task must ignore timbre. Instruments are *sample units*: programs
+  whose key -> sample maps over the task's key range share any sample are joined (transitively) and move
+  together; each family's single-family units are partitioned into train/val/test and units spanning families
+  go to train, so no val/test note sounds a sample that any training note sounds.
+- ``render_chords`` (multi-label): 2-3 simultaneous notes of distinct pitch classes on one instrument, labelled
+  by their pitch-class set, over the same held-out sample units.
 
 Notes are synthesised with tinysoundfont at 44.1 kHz or more and resampled to ``sample_rate``: its voice filters
 go unstable at lower rates (Halo Pad peaks at 8-16x full scale on keys 70-78 at 8-16 kHz, Bagpipe's low keys
@@ -94,8 +101,9 @@ class RenderOptions:
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; known: {sorted(known)}")
-        if options.get("programs") is not None:
-            options["programs"] = tuple(int(p) for p in options["programs"])
+        for name in ("programs", "families"):
+            if options.get(name) is not None:
+                options[name] = tuple(int(p) for p in options[name])
         return cls(**options)
 
     def selected_programs(self) -> list[int]:
@@ -141,6 +149,74 @@ class MixtureOptions(RenderOptions):
             )
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1):
             raise ValueError("demo options val_fraction and test_fraction must lie in (0, 1)")
+
+
+PITCH_CLASSES = ("C", "Cs", "D", "Ds", "E", "F", "Fs", "G", "Gs", "A", "As", "B")
+# GM families with a clear pitch: piano .. synth pad, and ethnic; synth effects, percussive and sound effects out
+PITCHED_FAMILIES = (*range(12), 13)
+NOTE_LABELS = ("pitch_class", "octave", "family")
+
+
+@dataclass(frozen=True)
+class HeldOutOptions(RenderOptions):
+    """Options shared by the tasks over held-out instruments (sample units; see the module docstring)."""
+
+    families: tuple[int, ...] = PITCHED_FAMILIES  # GM families (program // 8) whose programs are used
+    key_min: int = 48  # lowest key rendered (C3)
+    key_max: int = 83  # highest key rendered (B5)
+    val_fraction: float = 0.2  # share of each family's sample units held out for val
+    test_fraction: float = 0.2  # ... and for test; at least one each, and one left for train
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.families or not all(0 <= f <= 15 for f in self.families):
+            raise ValueError(f"demo option families={self.families!r} must list GM families 0-15")
+        if not 0 <= self.key_min <= self.key_max <= 127 or self.key_max - self.key_min < 11:
+            raise ValueError(
+                f"demo options need 0 <= key_min <= key_max <= 127 spanning an octave, "
+                f"got {self.key_min}, {self.key_max}"
+            )
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1):
+            raise ValueError("demo options val_fraction and test_fraction must lie in (0, 1)")
+
+    def task_programs(self) -> list[int]:
+        """The selected programs of the chosen families."""
+        return [p for p in self.selected_programs() if p // 8 in set(self.families)]
+
+
+@dataclass(frozen=True)
+class NoteOptions(HeldOutOptions):
+    """Options of the single-label note-attribute task."""
+
+    label: str = "pitch_class"  # pitch_class (12 classes), octave (of the key, C-based) or family (GM family)
+    notes_per_unit: int = 24  # keys rendered per sample unit (pitch classes cycled in a seeded order)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.label not in NOTE_LABELS:
+            raise ValueError(f"demo option label={self.label!r} must be one of {NOTE_LABELS}")
+        if self.notes_per_unit < 1:
+            raise ValueError(f"demo option notes_per_unit={self.notes_per_unit} must be >= 1")
+
+
+@dataclass(frozen=True)
+class ChordOptions(HeldOutOptions):
+    """Options of the multi-label chord (pitch-class set) task."""
+
+    n_train: int = 600  # chords rendered per split
+    n_val: int = 150
+    n_test: int = 250
+    notes_min: int = 2  # simultaneous notes per chord, each of a different pitch class
+    notes_max: int = 3
+
+    def __post_init__(self):
+        super().__post_init__()
+        if min(self.n_train, self.n_val, self.n_test) < 1:
+            raise ValueError("demo options n_train, n_val, n_test must each be >= 1")
+        if not 2 <= self.notes_min <= self.notes_max <= 12:
+            raise ValueError(
+                f"demo options need 2 <= notes_min <= notes_max <= 12, got {self.notes_min}, {self.notes_max}"
+            )
 
 
 @dataclass(frozen=True)
@@ -510,6 +586,256 @@ def _mixture_rows(
                     "programs": [program for program, _, _ in notes],
                     "keys": [key for _, key, _ in notes],
                     "families": labels,
+                }
+            )
+    return rows, stats
+
+
+def pitch_class_label(key: int) -> str:
+    """``pc00_C`` .. ``pc11_B``: the pitch class of MIDI ``key``."""
+    return f"pc{key % 12:02d}_{PITCH_CLASSES[key % 12]}"
+
+
+def octave_label(key: int) -> str:
+    """``oct3`` for keys 48-59 (C3..B3; key 60 is C4)."""
+    return f"oct{key // 12 - 1}"
+
+
+@dataclass(frozen=True)
+class SampleUnit:
+    """Sample groups that share a sample on some key of the task's range: they move together between splits."""
+
+    groups: tuple[SampleGroup, ...]  # lowest program first
+
+    @property
+    def programs(self) -> tuple[int, ...]:
+        return tuple(sorted(p for group in self.groups for p in group.programs))
+
+    @property
+    def families(self) -> frozenset[int]:
+        return frozenset(p // 8 for p in self.programs)
+
+
+def sample_units(soundfont: SoundFontMap, opts: HeldOutOptions) -> list[SampleUnit]:
+    """The task's sample groups (key maps over key_min..key_max) joined into units through shared samples."""
+    groups = []
+    by_map: dict[tuple, list[int]] = {}
+    for program in opts.task_programs():
+        playable = playable_keys(program)
+        keys = range(max(opts.key_min, playable.start), min(opts.key_max, playable.stop - 1) + 1)
+        key_samples = soundfont.key_map(program, keys, opts.velocity)
+        if key_samples:
+            by_map.setdefault(tuple(sorted(key_samples.items())), []).append(program)
+    groups = sorted((SampleGroup(tuple(m), dict(k)) for k, m in by_map.items()), key=lambda g: g.programs)
+    parent = list(range(len(groups)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    owner: dict[int, int] = {}
+    for index, group in enumerate(groups):
+        for sample in sorted(set().union(*group.key_samples.values())):
+            a, b = root(owner.setdefault(sample, index)), root(index)
+            parent[max(a, b)] = min(a, b)
+    units: dict[int, list[SampleGroup]] = {}
+    for index, group in enumerate(groups):
+        units.setdefault(root(index), []).append(group)
+    return [SampleUnit(tuple(members)) for _, members in sorted(units.items())]
+
+
+def split_units(units: list[SampleUnit], opts: HeldOutOptions, seed: int, tag: str) -> tuple[dict, dict]:
+    """Assign every unit a role: each family's single-family units are partitioned into train/val/test (at least
+    one each and one left for train); units spanning families, and families with too few units, go to train.
+
+    Returns ({role: [units]}, stats naming the units sent to train whole).
+    """
+    by_family: dict[int, list[SampleUnit]] = {}
+    roles: dict[str, list[SampleUnit]] = {role: [] for role in ROLES}
+    stats = {"units_spanning_families": [], "families_train_only": []}
+    for unit in units:
+        if len(unit.families) > 1:
+            roles["train"].append(unit)
+            stats["units_spanning_families"].append(list(unit.programs))
+        else:
+            by_family.setdefault(next(iter(unit.families)), []).append(unit)
+    for family, members in sorted(by_family.items()):
+        n_test = max(1, round(opts.test_fraction * len(members)))
+        n_val = max(1, round(opts.val_fraction * len(members)))
+        if len(members) - n_test - n_val < 1:
+            roles["train"].extend(members)
+            stats["families_train_only"].append(family_label(family * 8))
+            continue
+        order = _rng(seed, tag, "families", family).permutation(len(members))
+        assigned = ["test"] * n_test + ["val"] * n_val + ["train"] * (len(members) - n_test - n_val)
+        for index, role in zip(order, assigned, strict=True):
+            roles[role].append(members[index])
+    return {role: sorted(members, key=lambda u: u.programs) for role, members in roles.items()}, stats
+
+
+def _held_out_units(opts: HeldOutOptions, seed: int, tag: str) -> tuple[dict, dict]:
+    units = sample_units(read_soundfont(), opts)
+    split, stats = split_units(units, opts, seed, tag)
+    if not all(split.values()):
+        raise ValueError(
+            f"demo {tag}: families {sorted(opts.families)} among programs {opts.selected_programs()} give "
+            "no sample unit to hold out for val and test"
+        )
+    stats["partition"] = {role: [list(u.programs) for u in members] for role, members in split.items()}
+    return split, stats
+
+
+def _unit_keys(group: SampleGroup, opts: HeldOutOptions) -> list[int]:
+    return [key for key in sorted(group.key_samples) if opts.key_min <= key <= opts.key_max]
+
+
+def render_notes(out_dir: Path, options: dict, seed: int) -> pd.DataFrame:
+    """Render the single-label note-attribute task over held-out instruments (see the module docstring).
+
+    Each sample group of a unit is played on its lowest program; a unit's ``notes_per_unit`` keys are spread
+    over its groups, with pitch classes cycled in a seeded order and each key drawn among that pitch class's
+    keys in range (no key twice while unused ones remain).
+
+    Args:
+        out_dir: WAVs go to ``out_dir/audio/<clip_id>.wav``; ``out_dir/render_stats.json`` holds the stats.
+        options: NoteOptions fields; unknown keys raise ValueError.
+        seed: drives the unit partition and every key draw.
+
+    Returns:
+        Manifest rows: clip_id, path (absolute), labels ([label]), split, fold (None), duration_s, sample_rate,
+        program, programs_in_group ("0,1,3"), unit (the unit's lowest program), family, key, velocity,
+        samples (sample ids sounding, "43,423").
+    """
+    opts = NoteOptions.from_options(options)
+    split, stats = _held_out_units(opts, seed, "notes")
+    stats.update({"notes_below_floor": [], "clips_peak_limited": 0})
+    return _render_into(out_dir, opts, partial(_note_rows, split, opts, seed, stats))
+
+
+def _note_label(opts: NoteOptions, program: int, key: int) -> str:
+    if opts.label == "pitch_class":
+        return pitch_class_label(key)
+    if opts.label == "octave":
+        return octave_label(key)
+    return family_label(program)
+
+
+def _draw_keys(keys: list[int], count: int, rng: np.random.Generator) -> list[int]:
+    """``count`` keys from ``keys``: pitch classes cycled in seeded orders, unused keys of a class first."""
+    by_class: dict[int, list[int]] = {}
+    for key in keys:
+        by_class.setdefault(key % 12, []).append(key)
+    unused = {pc: list(members) for pc, members in by_class.items()}
+    drawn = []
+    while len(drawn) < count:
+        for pc in rng.permutation(sorted(by_class)):
+            if len(drawn) == count:
+                break
+            pool = unused[int(pc)] or by_class[int(pc)]
+            key = int(pool[int(rng.integers(len(pool)))])
+            if key in unused[int(pc)]:
+                unused[int(pc)].remove(key)
+            drawn.append(key)
+    return drawn
+
+
+def _note_rows(split: dict, opts: NoteOptions, seed: int, stats: dict, render, write):
+    rows = []
+    for role in ROLES:
+        for unit in tqdm(split[role], desc=f"notes: rendering {role}", disable=None):
+            rng = _rng(seed, "notes", unit.programs[0])
+            per_group = np.diff(
+                np.round(np.linspace(0, opts.notes_per_unit, len(unit.groups) + 1)).astype(int)
+            )
+            for group, count in zip(unit.groups, per_group, strict=True):
+                program = group.programs[0]
+                for key in sorted(set(_draw_keys(_unit_keys(group, opts), int(count), rng))):
+                    audio = render(program, key)
+                    if rms_dbfs(audio) < opts.rms_floor_dbfs:
+                        stats["notes_below_floor"].append(f"p{program:03d}:k{key}")
+                        continue
+                    audio, limited = normalise(render.to_output_rate(audio), opts.target_dbfs)
+                    stats["clips_peak_limited"] += int(limited)
+                    clip_id = f"p{program:03d}_k{key:03d}"
+                    rows.append(
+                        {
+                            "clip_id": clip_id,
+                            "path": write(clip_id, audio),
+                            "labels": [_note_label(opts, program, key)],
+                            "split": role,
+                            "fold": None,
+                            "duration_s": render.n_samples / opts.sample_rate,
+                            "sample_rate": opts.sample_rate,
+                            "program": program,
+                            "programs_in_group": ",".join(map(str, group.programs)),
+                            "unit": unit.programs[0],
+                            "family": family_label(program),
+                            "key": key,
+                            "velocity": opts.velocity,
+                            "samples": ",".join(map(str, sorted(group.key_samples[key]))),
+                        }
+                    )
+    return rows, stats
+
+
+def render_chords(out_dir: Path, options: dict, seed: int) -> pd.DataFrame:
+    """Render the multi-label chord task over held-out instruments (see the module docstring).
+
+    A chord is 2-3 keys of distinct pitch classes on one sample group (its lowest program), each note rendered
+    alone, checked against the RMS floor (the chord is re-drawn if one is silent), normalised to the target
+    loudness, summed with the others, and the sum normalised again.
+
+    Returns:
+        Manifest rows: clip_id, path (absolute), labels (pitch-class labels, sorted), split, fold (None),
+        duration_s, sample_rate, program, unit, family, keys (sorted), samples (sample ids sounding, "43,423").
+    """
+    opts = ChordOptions.from_options(options)
+    split, stats = _held_out_units(opts, seed, "chords")
+    stats.update({"chords_redrawn": 0, "clips_peak_limited": 0})
+    return _render_into(out_dir, opts, partial(_chord_rows, split, opts, seed, stats))
+
+
+def _chord_rows(split: dict, opts: ChordOptions, seed: int, stats: dict, render, write):
+    rows = []
+    counts = {"train": opts.n_train, "val": opts.n_val, "test": opts.n_test}
+    for role in ROLES:
+        rng = _rng(seed, "chords", role)
+        groups = [(unit, group) for unit in split[role] for group in unit.groups]
+        for index in tqdm(range(counts[role]), desc=f"chords: rendering {role}", disable=None):
+            for _ in range(MAX_REDRAWS):
+                unit, group = groups[int(rng.integers(len(groups)))]
+                program, keys = group.programs[0], _unit_keys(group, opts)
+                classes = sorted({key % 12 for key in keys})
+                n_notes = min(int(rng.integers(opts.notes_min, opts.notes_max + 1)), len(classes))
+                chosen = rng.choice(classes, size=n_notes, replace=False)
+                chord = sorted(int(rng.choice([k for k in keys if k % 12 == pc])) for pc in chosen)
+                notes = [render(program, key) for key in chord]
+                if min(rms_dbfs(note) for note in notes) >= opts.rms_floor_dbfs:
+                    break
+                stats["chords_redrawn"] += 1
+            else:
+                raise RuntimeError(f"demo chords: no audible chord in {MAX_REDRAWS} draws for role {role}")
+            mixture = np.sum([at_level(note, opts.target_dbfs) for note in notes], axis=0)
+            mixture, limited = normalise(render.to_output_rate(mixture), opts.target_dbfs)
+            stats["clips_peak_limited"] += int(limited)
+            clip_id = f"chord_{role}_{index:04d}"
+            rows.append(
+                {
+                    "clip_id": clip_id,
+                    "path": write(clip_id, mixture),
+                    "labels": sorted(pitch_class_label(key) for key in chord),
+                    "split": role,
+                    "fold": None,
+                    "duration_s": render.n_samples / opts.sample_rate,
+                    "sample_rate": opts.sample_rate,
+                    "program": program,
+                    "unit": unit.programs[0],
+                    "family": family_label(program),
+                    "keys": chord,
+                    "samples": ",".join(
+                        map(str, sorted(set().union(*(group.key_samples[k] for k in chord))))
+                    ),
                 }
             )
     return rows, stats

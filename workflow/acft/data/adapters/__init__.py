@@ -74,6 +74,14 @@ def _render_mixtures(options: dict, work_dir: Path, seed: int) -> pd.DataFrame:
     return demo.render_mixtures(work_dir, options, seed)
 
 
+def _render_notes(options: dict, work_dir: Path, seed: int) -> pd.DataFrame:
+    return demo.render_notes(work_dir, options, seed)
+
+
+def _render_chords(options: dict, work_dir: Path, seed: int) -> pd.DataFrame:
+    return demo.render_chords(work_dir, options, seed)
+
+
 def _demo_options(options_class) -> dict[str, str]:
     """The renderer's option names (its dataclass fields), so a misspelt one is refused at workflow start."""
     return {f.name: f"see acft.data.demo.{options_class.__name__}" for f in dataclasses.fields(options_class)}
@@ -92,6 +100,8 @@ ADAPTERS: dict[str, Adapter] = {
     "demo_mixtures": Adapter(
         _render_mixtures, _multi_label, _fixed_split, _demo_options(demo.MixtureOptions)
     ),
+    "demo_notes": Adapter(_render_notes, _single_label, _fixed_split, _demo_options(demo.NoteOptions)),
+    "demo_chords": Adapter(_render_chords, _multi_label, _fixed_split, _demo_options(demo.ChordOptions)),
     "esc50": _module_adapter(
         esc50,
         download=Download(
