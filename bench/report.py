@@ -172,6 +172,69 @@ def rows_cache_dtype(r: dict) -> list[list[str]]:
     return rows
 
 
+def rows_scaling(r: dict) -> list[list[str]]:
+    """One row per stage: fitted growth exponents of time and peak memory over the sizes run."""
+
+    def exp(x) -> str:
+        return "n/a" if x is None else f"{x:.2f}"
+
+    sizes = "/".join(f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n) for n in r["sizes"])
+    rows = []
+    for stage, s in r["stages"].items():
+        ran = [row for row in s["rows"] if "seconds" in row]
+        skipped = [row["clips"] for row in s["rows"] if "skipped" in row]
+        memory = "/".join(f"{row['peak_rss_bytes'] / 2**20:,.0f}" for row in ran)
+        seconds = ", ".join(f"{row['seconds']:,.1f}" for row in ran)
+        text = (
+            f"time exponent {exp(s['time_exponent'])} ({seconds} s); "
+            f"peak RSS {memory} MiB, anon exponent {exp(s['peak_anon_exponent'])}"
+        )
+        if "memory_bounded" in s:
+            text += f", memory bounded: {'yes' if s['memory_bounded'] else 'no'}"
+        if skipped:
+            text += f"; skipped at {', '.join(map(str, skipped))} clips (--max-extract-hours)"
+        goal = (
+            "reported (N_train × N_test)" if s["met"] is None and stage == "knn" else "time exponent <= 1.1"
+        )
+        ok = "" if s["met"] is None else met(s["met"] and s.get("memory_bounded", True) is not False)
+        rows.append([f"Scaling, {stage}, N = {sizes} clips of 1–10 s", text, "", "", goal, ok])
+    gib = 2**30
+    footprint = "; ".join(
+        f"{d['clips']:,}: {d['audio_hours']:.1f} h, WAV {d['wav_bytes'] / gib:.2f}, cache "
+        + (
+            f"{d['cache_bytes']['float32'] / gib:.2f} (f16/int16 {d['cache_bytes']['int16'] / gib:.2f})"
+            if "cache_bytes" in d
+            else "n/a"
+        )
+        for d in r["footprint"]
+    )
+    rows.append(["Scaling data: audio and disk (GiB) per size", footprint, "", "", "reported", ""])
+    return rows
+
+
+def rows_tune_overhead(r: dict) -> list[list[str]]:
+    split = r["epoch_split_share"]
+    shares = ", ".join(f"{name.replace('_', ' ')} {100 * share:.0f} %" for name, share in split.items())
+    return [
+        [
+            f"Trainer step time vs a bare PyTorch loop, {r['task']} (ms per optimiser step)",
+            spread(r["trainer_train_s_per_step"], 1e3, "{:.0f}"),
+            spread(r["bare_s_per_step"], 1e3, "{:.0f}") + " (bare loop)",
+            f"{r['ratio']:.2f}",
+            f">= {r['goal']} (bare / trainer)",
+            met(r["met"]),
+        ],
+        [
+            "… the trainer's whole epoch (per-epoch val kNN, checkpoint, logging) per step",
+            spread(r["trainer_epoch_s_per_step"], 1e3, "{:.0f}") + f"; epoch: {shares}",
+            spread(r["bare_s_per_step"], 1e3, "{:.0f}"),
+            f"{r['ratio_epoch']:.2f}",
+            "context",
+            "",
+        ],
+    ]
+
+
 def machine_name(record: dict) -> str:
     """The CPU and its vector ISA (records from before the ISA list name AMX alone)."""
     machine = record["machine"]
@@ -188,6 +251,8 @@ RENDERERS = {
     "rerun": rows_rerun,
     "demo": rows_demo,
     "cache_dtype": rows_cache_dtype,
+    "scaling": rows_scaling,
+    "tune_overhead": rows_tune_overhead,
 }
 
 
