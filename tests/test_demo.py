@@ -126,19 +126,20 @@ def test_unknown_or_excluded_options_are_refused(tmp_path):
         render_mixtures(tmp_path, {"programs": [0, 1, 2, 3, 4, 5, 6, 7]}, seed=0)
 
 
+def assert_same_render(first, again) -> None:
+    """The same manifest rows (paths aside), render statistics and WAV bytes."""
+    assert again.drop(columns="path").equals(first.drop(columns="path"))
+    assert again.attrs.get("render_stats") == first.attrs.get("render_stats")
+    for a, b in zip(first["path"], again["path"], strict=True):
+        assert open(a, "rb").read() == open(b, "rb").read()
+
+
 def test_instruments_are_byte_identical_across_runs(instruments, tmp_path):
-    again = render_instruments(tmp_path, INSTRUMENT_OPTIONS, seed=0)
-    assert again.drop(columns="path").equals(instruments.drop(columns="path"))
-    assert again.attrs["render_stats"] == instruments.attrs["render_stats"]
-    for first, second in zip(instruments["path"], again["path"], strict=True):
-        assert open(first, "rb").read() == open(second, "rb").read()
+    assert_same_render(instruments, render_instruments(tmp_path, INSTRUMENT_OPTIONS, seed=0))
 
 
 def test_mixtures_are_byte_identical_across_runs(mixtures, tmp_path):
-    again = render_mixtures(tmp_path, MIXTURE_OPTIONS, seed=0)
-    assert again.drop(columns="path").equals(mixtures.drop(columns="path"))
-    for first, second in zip(mixtures["path"], again["path"], strict=True):
-        assert open(first, "rb").read() == open(second, "rb").read()
+    assert_same_render(mixtures, render_mixtures(tmp_path, MIXTURE_OPTIONS, seed=0))
 
 
 def test_instrument_manifest_contract(instruments, tmp_path):
@@ -287,19 +288,11 @@ def assert_held_out_split(manifest, reference, keys_of):
 
 
 def test_notes_are_byte_identical_across_runs(notes, tmp_path):
-    again = render_notes(tmp_path, NOTE_OPTIONS, seed=0)
-    assert again.drop(columns="path").equals(notes.drop(columns="path"))
-    assert again.attrs["render_stats"] == notes.attrs["render_stats"]
-    for first, second in zip(notes["path"], again["path"], strict=True):
-        assert open(first, "rb").read() == open(second, "rb").read()
+    assert_same_render(notes, render_notes(tmp_path, NOTE_OPTIONS, seed=0))
 
 
 def test_chords_are_byte_identical_across_runs(chords, tmp_path):
-    again = render_chords(tmp_path, CHORD_OPTIONS, seed=0)
-    assert again.drop(columns="path").equals(chords.drop(columns="path"))
-    assert again.attrs["render_stats"] == chords.attrs["render_stats"]
-    for first, second in zip(chords["path"], again["path"], strict=True):
-        assert open(first, "rb").read() == open(second, "rb").read()
+    assert_same_render(chords, render_chords(tmp_path, CHORD_OPTIONS, seed=0))
 
 
 def test_note_split_holds_out_whole_instruments(notes, reference):
