@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from .memory import release_free_heap
+
 
 def select_device(name: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU; ``cpu``, ``cuda`` or ``cuda:N`` -> that device.
@@ -76,4 +78,5 @@ def embed_cache_clips(
                 if name not in out:
                     out[name] = np.zeros((len(indices), embeddings.shape[1]), dtype=np.float32)
                 out[name][positions] = embeddings.float().cpu().numpy()
+            release_free_heap()  # growing batch shapes would otherwise grow the heap with N (acft.memory)
     return out
