@@ -17,7 +17,7 @@ import transformers
 from safetensors.torch import save_file
 
 from acft import embed as embed_module
-from acft.device import length_buckets, select_device
+from acft.device import embed_cache_clips, length_buckets, select_device
 from acft.embed import extract_embeddings
 from acft.embeddings import read_embeddings
 from acft.identity import Run
@@ -201,6 +201,34 @@ def test_length_buckets_sort_by_length_and_cover_every_clip():
     assert [b.tolist() for b in buckets] == [[1, 3, 6], [4, 2, 0], [5]]
     with pytest.raises(ValueError, match="batch_size"):
         length_buckets(lengths, 0)
+
+
+def test_embed_cache_clips_runs_longest_batch_first_and_returns_index_order():
+    class LengthCache:  # clip i has LENGTHS[i] samples, each equal to i
+        LENGTHS = np.array([3, 1, 5, 2, 4, 6, 7])
+
+        def lengths(self):
+            return self.LENGTHS
+
+        def batch(self, indices):
+            lengths = torch.from_numpy(self.LENGTHS[indices])
+            waveforms = torch.zeros(len(indices), int(lengths.max()))
+            for row, i in enumerate(indices):
+                waveforms[row, : lengths[row]] = float(i)
+            return waveforms, lengths
+
+    seen = []
+
+    def forward(waveforms, lengths):
+        seen.append(int(lengths.max()))
+        return {"clip": waveforms[:, :1].repeat(1, 2)}  # the clip's own index, twice
+
+    indices = np.array([6, 0, 2, 4, 5])
+    out = embed_cache_clips(
+        forward, LengthCache(), indices, batch_size=2, device=torch.device("cpu"), amp=False, desc="t"
+    )
+    assert seen == [7, 6, 4]  # batches by length (3, 4) (5, 6) (7), run longest first
+    np.testing.assert_array_equal(out["clip"], np.repeat(indices[:, None], 2, axis=1).astype(np.float32))
 
 
 def test_select_device():

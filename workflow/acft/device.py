@@ -70,7 +70,10 @@ def embed_cache_clips(
         {name: float32 [M, D]} in the order of ``indices``.
     """
     out: dict[str, np.ndarray] = {}
-    batches = length_buckets(cache.lengths()[indices], batch_size)
+    # Longest batch first: each later, smaller batch fits in the memory an earlier one freed (shortest first,
+    # every batch outgrew the heap's holes and the heap grew with N; acft.memory), and a GPU out-of-memory
+    # shows at the first batch rather than the last. Same batches either way, so the same embeddings.
+    batches = length_buckets(cache.lengths()[indices], batch_size)[::-1]
     with torch.inference_mode(), autocast(device, amp):
         for positions in tqdm(batches, desc=desc, unit="batch", disable=None, leave=False):
             waveforms, lengths = cache.batch(indices[positions])
@@ -78,5 +81,5 @@ def embed_cache_clips(
                 if name not in out:
                     out[name] = np.zeros((len(indices), embeddings.shape[1]), dtype=np.float32)
                 out[name][positions] = embeddings.float().cpu().numpy()
-            release_free_heap()  # growing batch shapes would otherwise grow the heap with N (acft.memory)
+            release_free_heap()  # safety net: rarely trims in this order (acft.memory)
     return out
