@@ -343,6 +343,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="data directory (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep each size's cache and outputs")
+    parser.add_argument(
+        "--name",
+        default="scaling",
+        help="result name: bench/results/<name>.json (e.g. a rerun of some stages beside the full run)",
+    )
+    parser.add_argument("--label", default="Scaling", help="what the README table calls this run's rows")
     parser.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -352,7 +358,7 @@ def main() -> None:
     args.sizes = sorted(set(args.sizes))
     with workdir(args.work) as work:
         record = measure(work, args)
-    write_result("scaling", record)
+    write_result(args.name, record | {"label": args.label})
 
 
 @contextlib.contextmanager

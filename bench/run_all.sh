@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Every benchmark in turn (about 2.5 hours on 2 idle cores: bench_scaling.py ~1.3 h, the demo ~45 min), then
-# the table in bench/README.md.
+# Every benchmark in turn (about 2.5 hours on 2 idle cores: bench_scaling.py ~1 h, the demo ~45 min), then the
+# table in bench/README.md.
 # Run on an otherwise idle machine: a second busy process skews multi-threaded torch code badly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-for script in knn linear extract preprocess knn_memory rerun demo scaling tune_overhead; do
+for script in knn linear extract preprocess cache_dtype knn_memory rerun demo scaling tune_overhead; do
     echo "== bench_${script}.py"
     "$PY" "bench/bench_${script}.py"
 done

@@ -75,6 +75,15 @@ def test_scaling_smoke(tmp_path):
         assert cache["float16"] == cache["int16"] < cache["float32"]
     assert not (tmp_path / "work" / "n24" / "sr16000").exists()  # caches removed without --keep
 
+    # The table renders from this record, and the per-dataset disk rows apply the measured bytes per hour.
+    sys.path.insert(0, str(REPO / "bench"))
+    import report
+
+    rows = report.rows_scaling(record) + report.rows_dataset_footprint(record)
+    assert all(len(row) == 6 for row in rows)
+    fsd50k = next(row for row in rows if "FSD50K" in row[0])
+    assert fsd50k[1] == "float32 25.0 GB; float16 / int16 12.5 GB"  # 108.3 h x 3600 s x 16,000 x 4 (or 2) B
+
 
 def test_tune_overhead_smoke(tmp_path):
     record = run_bench(
