@@ -31,7 +31,7 @@ def run_bench(script: str, args: list[str], results: Path, timeout: int = 120) -
     return json.loads(next(results.glob("*.json")).read_text())
 
 
-def test_scaling_smoke(tmp_path):
+def test_scaling_smoke(tmp_path, monkeypatch):
     record = run_bench(
         "bench_scaling.py",
         [
@@ -76,7 +76,9 @@ def test_scaling_smoke(tmp_path):
     assert not (tmp_path / "work" / "n24" / "sr16000").exists()  # caches removed without --keep
 
     # The table renders from this record, and the per-dataset disk rows apply the measured bytes per hour.
-    sys.path.insert(0, str(REPO / "bench"))
+    monkeypatch.syspath_prepend(
+        str(REPO / "bench")
+    )  # bench/ is scripts, not a package; undone after the test
     import report
 
     rows = report.rows_scaling(record) + report.rows_dataset_footprint(record)
