@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Every benchmark in turn (about 2.5 hours on 2 idle cores: bench_scaling.py ~1 h, the demo ~45 min), then the
-# table in bench/README.md.
+# Every benchmark in turn, then the table in bench/README.md. RUNS timed runs of each script that repeats
+# (default 3, medians with min-max in the JSON; RUNS=5 for tighter spreads): about 1 h 45 min on 2 idle cores
+# (bench_scaling.py ~50 min, the demo ~25 min at 3 runs).
 # Run on an otherwise idle machine: a second busy process skews multi-threaded torch code badly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-for script in knn linear extract preprocess cache_dtype knn_memory rerun demo scaling tune_overhead; do
+RUNS=${RUNS:-3}
+for script in knn linear extract preprocess rerun demo tune_overhead; do
+    echo "== bench_${script}.py --runs ${RUNS}"
+    "$PY" "bench/bench_${script}.py" --runs "$RUNS"
+done
+for script in cache_dtype knn_memory scaling; do  # one measurement each (no repeats)
     echo "== bench_${script}.py"
     "$PY" "bench/bench_${script}.py"
 done
