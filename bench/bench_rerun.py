@@ -128,7 +128,7 @@ def bench_config(sounds: Path, n_datasets: int, n_folds: int, seeds: list[int]) 
             "linear": {"weight_decay_grid": [0.0], "max_iter": 20},
             "geometry": {"max_clips": 200},
         },
-        "report": {"sign_flips": 100},
+        "report": {"sign_flips": 100, "headline_k": 3},  # headline_k must be one of probes.knn.k
     }
 
 

@@ -108,3 +108,17 @@ def test_tune_overhead_smoke(tmp_path):
     assert abs(sum(shares.values()) - 1) < 1e-9
     assert record["epoch_split_s"]["checkpointing"] > 0 and record["epoch_split_s"]["val_knn"] > 0
     assert {"model_build", "pretrained_val", "final_outputs"} <= set(record["one_off_s"])
+
+
+def test_rerun_bench_config_passes_the_workflows_start_up_checks(tmp_path, monkeypatch):
+    """bench_rerun.py writes its own config (11 datasets); the Snakefile's start-up checks must accept it, or the
+    benchmark dies at its first dry run (it did once, when report.headline_k had to be one of probes.knn.k)."""
+    from acft import plan
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import bench_rerun
+
+    config = bench_rerun.bench_config(tmp_path / "sounds", n_datasets=11, n_folds=2, seeds=[0])
+    plan.validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+    plan.check_config(config)
+    assert len(plan.expand_runs(config, fold_lister=lambda config, dataset: [0, 1])) > 0
