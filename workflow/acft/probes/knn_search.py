@@ -179,19 +179,19 @@ def _first_copies(unit64: torch.Tensor) -> torch.Tensor:
     """For every row [N, D], the index of the first row bitwise equal to it -> long [N] (-0.0 equals 0.0).
 
     Rows are bucketed by a few columns (cheap), and only rows sharing a bucket are compared whole: 20k x 768
-    takes ~10 ms here, against 160 ms for hashing every whole row.
+    takes ~10 ms here, against 160 ms for hashing every whole row. Only those columns are copied, not the
+    bank (a whole copy was 586 MiB of the kNN search's peak at 100k x 768: bench_knn_memory.py).
     """
-    rows = np.ascontiguousarray((unit64 + 0.0).numpy())  # + 0.0 turns -0.0 into 0.0
-    first = np.arange(len(rows))
-    if len(rows) < 2:
+    first = np.arange(len(unit64))
+    if len(unit64) < 2:
         return torch.from_numpy(first)
-    columns = rows[:, :: max(1, rows.shape[1] // 8)]
-    keys = np.ascontiguousarray(columns).view(f"V{columns.shape[1] * 8}").ravel()
+    columns = np.ascontiguousarray((unit64[:, :: max(1, unit64.shape[1] // 8)] + 0.0).numpy())  # -0.0 -> 0.0
+    keys = columns.view(f"V{columns.shape[1] * 8}").ravel()
     _, bucket, counts = np.unique(keys, return_inverse=True, return_counts=True)
     for b in np.flatnonzero(counts > 1):
         seen: dict[bytes, int] = {}
         for i in np.flatnonzero(bucket == b):  # ascending, so the first copy is met first
-            first[i] = seen.setdefault(rows[i].tobytes(), i)
+            first[i] = seen.setdefault((unit64[i] + 0.0).numpy().tobytes(), i)
     return torch.from_numpy(first)
 
 
