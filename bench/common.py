@@ -69,13 +69,27 @@ def machine() -> dict:
 
 
 def _git_commit() -> str:
-    """Short HEAD commit, with "-dirty" when tracked files under workflow/ or bench/ differ from it."""
+    """Short HEAD commit, with "-dirty" when tracked code under workflow/ or bench/ differs from it.
+
+    The results and the table the benchmarks themselves rewrite do not count: otherwise every script after the
+    first of ``run_all.sh`` would call a clean checkout dirty.
+    """
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "workflow", "bench"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "workflow",
+                "bench",
+                ":(exclude)bench/results",
+                ":(exclude)bench/README.md",
+            ],
             cwd=REPO,
             capture_output=True,
             text=True,
