@@ -352,11 +352,6 @@ def machine_name(record: dict) -> str:
     return f"{machine.get('cpu', 'unknown CPU')} ({', '.join(isa)})"
 
 
-# Result files that a script writes under another name than its own.
-RERUN_COMMANDS = {
-    "scaling_extract": "bench/bench_scaling.py --stages manifest preprocess extract_hf --name scaling_extract",
-}
-
 # (result file, renderer): a file may feed several renderers.
 RENDERERS = [
     ("knn", rows_knn),
@@ -368,7 +363,6 @@ RENDERERS = [
     ("demo", rows_demo),
     ("cache_dtype", rows_cache_dtype),
     ("scaling", rows_scaling),
-    ("scaling_extract", rows_scaling),  # extraction rerun after acft.memory (bench/README.md, Scaling)
     ("scaling", rows_dataset_footprint),
     ("tune_overhead", rows_tune_overhead),
 ]
@@ -381,8 +375,7 @@ def table() -> str:
     for name, render in RENDERERS:
         path = RESULTS_DIR / f"{name}.json"
         if not path.exists():
-            command = RERUN_COMMANDS.get(name, f"bench/bench_{name}.py")
-            lines.append(f"| {name}: not run yet (`{command}`) | | | | | |")
+            lines.append(f"| {name}: not run yet (`bench/bench_{name}.py`) | | | | | |")
             continue
         record = json.loads(path.read_text())
         runs.add(
